@@ -1,0 +1,156 @@
+"""Online high-quantile prediction of slice durations, per (op, shape).
+
+Admission must use a high quantile of a slice's duration, not its mean: execution
+times on a shared device vary and are heavy-tailed. For each slice key the estimator
+keeps a histogram of observed durations in logarithmic buckets (2 % wide), so an
+observation costs O(1) and the quantile is read off the histogram. The prediction is
+the upper edge of the bucket holding the ``quantile`` (p99.9 by default), times
+``1 + margin``. Until ``min_samples`` durations have been seen for a key, the slice's
+declared bound (:attr:`Slice.bound_ns`) is used instead.
+
+Old behaviour is forgotten gradually: every ``half_life`` observations of a key, its
+counts are halved, so the estimate follows a device whose speed drifts (clock
+throttling, a neighbour's load) while keeping at least ``half_life`` recent samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from airan.core.errors import FieldError
+from airan.core.slices import Slice, SliceKey
+
+_RATIO = 1.02
+_LOG_RATIO = math.log(_RATIO)
+_INV_LOG_RATIO = 1.0 / _LOG_RATIO
+_NBUCKETS = 1400  # 1.02**1400 ns ~ 1e12 ns: covers durations up to ~17 minutes
+
+
+def _bucket(duration_ns: int) -> int:
+    if duration_ns <= 1:
+        return 0
+    b = int(math.log(duration_ns) * _INV_LOG_RATIO) + 1
+    return b if b < _NBUCKETS else _NBUCKETS - 1
+
+
+def _upper_edge(bucket: int) -> int:
+    return math.ceil(_RATIO**bucket)
+
+
+class _KeyStats:
+    __slots__ = ("count", "counts", "hi", "lo", "prediction", "since_refresh", "total")
+
+    def __init__(self, bound_ns: int) -> None:
+        self.counts = [0] * _NBUCKETS
+        self.count = 0  # weighted count (after halvings)
+        self.total = 0  # every observation ever
+        self.lo = _NBUCKETS
+        self.hi = -1
+        self.prediction = bound_ns
+        self.since_refresh = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeySummary:
+    """What the estimator knows about one slice key."""
+
+    key: SliceKey
+    samples: int
+    prediction_ns: int
+    warmed_up: bool
+
+
+class Estimator:
+    """Per (op, shape) online high-quantile predictor of slice durations."""
+
+    def __init__(
+        self,
+        quantile: float = 0.999,
+        margin: float = 0.05,
+        min_samples: int = 1000,
+        half_life: int = 20_000,
+        refresh_every: int = 32,
+    ) -> None:
+        if not 0.5 <= quantile < 1.0:
+            raise FieldError("Estimator.quantile", f"must be in [0.5, 1), got {quantile!r}")
+        if not 0.0 <= margin <= 10.0:
+            raise FieldError("Estimator.margin", f"must be in [0, 10], got {margin!r}")
+        if min_samples < 1:
+            raise FieldError("Estimator.min_samples", f"must be >= 1, got {min_samples!r}")
+        if half_life < min_samples:
+            raise FieldError(
+                "Estimator.half_life", f"must be >= min_samples ({min_samples}), got {half_life!r}"
+            )
+        if refresh_every < 1:
+            raise FieldError("Estimator.refresh_every", f"must be >= 1, got {refresh_every!r}")
+        self.quantile = quantile
+        self.margin = margin
+        self.min_samples = min_samples
+        self.half_life = half_life
+        self.refresh_every = refresh_every
+        self._stats: dict[SliceKey, _KeyStats] = {}
+
+    def predict(self, s: Slice) -> int:
+        """Predicted high-quantile duration of ``s`` in ns (its bound until warmed up)."""
+        st = self._stats.get(s.key)
+        return s.bound_ns if st is None else st.prediction
+
+    def observe(self, s: Slice, duration_ns: int) -> None:
+        """Record that ``s`` ran for ``duration_ns``."""
+        if isinstance(duration_ns, bool) or not isinstance(duration_ns, int):
+            raise FieldError("duration_ns", f"must be an integer, got {duration_ns!r}")
+        if duration_ns < 0:
+            raise FieldError("duration_ns", f"must be >= 0, got {duration_ns}")
+        self.record(s, duration_ns)
+
+    def record(self, s: Slice, duration_ns: int) -> None:
+        """:meth:`observe` without argument checks, for executors' own (trusted) timings."""
+        st = self._stats.get(s.key)
+        if st is None:
+            st = self._stats[s.key] = _KeyStats(s.bound_ns)
+        if duration_ns > 1:
+            b = int(math.log(duration_ns) * _INV_LOG_RATIO) + 1
+            if b >= _NBUCKETS:
+                b = _NBUCKETS - 1
+        else:
+            b = 0
+        st.counts[b] += 1
+        st.count += 1
+        st.total += 1
+        if b < st.lo:
+            st.lo = b
+        if b > st.hi:
+            st.hi = b
+        if st.total % self.half_life == 0:
+            st.counts = [c >> 1 for c in st.counts]
+            st.count = sum(st.counts)
+        st.since_refresh += 1
+        if st.total < self.min_samples:
+            # Warming up: trust the declared bound, but never predict below what was seen.
+            seen = math.ceil(duration_ns * (1.0 + self.margin))
+            if seen > st.prediction:
+                st.prediction = seen
+        elif st.since_refresh >= self.refresh_every or st.total == self.min_samples:
+            st.since_refresh = 0
+            st.prediction = self._quantile_edge(st)
+
+    def _quantile_edge(self, st: _KeyStats) -> int:
+        # Walk down from the top bucket until more than (1 - q) of the mass is above.
+        tail = (1.0 - self.quantile) * st.count
+        above = 0
+        counts = st.counts
+        b = st.hi
+        while b > st.lo:
+            above += counts[b]
+            if above > tail:
+                break
+            b -= 1
+        return math.ceil(_upper_edge(b) * (1.0 + self.margin))
+
+    def summary(self) -> list[KeySummary]:
+        """One line per key seen, for reports and debugging."""
+        return [
+            KeySummary(k, st.total, st.prediction, st.total >= self.min_samples)
+            for k, st in sorted(self._stats.items(), key=lambda kv: repr(kv[0]))
+        ]

@@ -1,0 +1,90 @@
+"""The arbiter's knobs, validated by pydantic; changed live through E2 control or O1."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from airan.core.errors import FieldError
+
+PolicyName = Literal["airan", "exclusive", "fifo", "tdm"]
+POLICY_NAMES: tuple[PolicyName, ...] = ("airan", "exclusive", "fifo", "tdm")
+
+
+class Policy(BaseModel):
+    """How the device is shared.
+
+    ``name`` picks the strategy: ``airan`` (the arbiter), or one of the baselines
+    ``exclusive`` (radio alone), ``fifo`` (no arbitration) and ``tdm`` (a static time
+    split). The remaining fields are the knobs; each strategy reads the ones it needs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: PolicyName = "airan"
+    guard_us: float = Field(
+        20.0, ge=0.0, le=10_000.0, description="Margin added to every predicted AI slice."
+    )
+    max_ai_slice_us: float = Field(
+        200.0,
+        gt=0.0,
+        le=100_000.0,
+        description="Largest AI slice (prediction plus guard) the arbiter issues: the "
+        "blocking term of the radio's schedulability test.",
+    )
+    ai_share_cap: float = Field(
+        1.0, ge=0.0, le=1.0, description="Largest share of device time AI may use."
+    )
+    share_window_us: float = Field(
+        10_000.0, gt=0.0, le=10_000_000.0, description="Window over which the AI share cap holds."
+    )
+    lookahead_us: float = Field(
+        500.0,
+        ge=0.0,
+        le=1_000_000.0,
+        description="Horizon of announced radio work (slot indications arrive ahead) whose "
+        "slack an AI slice must leave intact. Predictions are high quantiles, so their "
+        "sum over a long horizon is pessimistic: one slot is the default.",
+    )
+    tdm_period_us: float = Field(500.0, gt=0.0, le=1_000_000.0, description="TDM frame length.")
+    tdm_radio_share: float = Field(
+        0.7, gt=0.0, lt=1.0, description="Share of each TDM frame reserved for the radio."
+    )
+    fifo_depth: int = Field(
+        4, ge=1, le=1024, description="AI slices a naive FIFO keeps queued on the device."
+    )
+
+    @model_validator(mode="after")
+    def _guard_below_slice(self) -> Policy:
+        if self.guard_us >= self.max_ai_slice_us:
+            raise ValueError(
+                f"guard_us ({self.guard_us}) must be smaller than max_ai_slice_us "
+                f"({self.max_ai_slice_us}), or no AI slice could ever be admitted"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, object], where: str = "policy") -> Policy:
+        """Validate ``data``; on error raise :class:`FieldError` naming the field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise validation_to_field_error(exc, where) from None
+
+    def ns(self, field_name: str) -> int:
+        """A ``*_us`` knob in integer nanoseconds."""
+        return round(float(getattr(self, field_name)) * 1000.0)
+
+
+def validation_to_field_error(exc: ValidationError, where: str) -> FieldError:
+    """Turn pydantic's error into one :class:`FieldError` that names every bad field."""
+    items = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        name = f"{where}.{loc}" if loc else where
+        got = f" (got {err['input']!r})" if loc else ""
+        items.append((name, f"{err['msg']}{got}"))
+    if len(items) == 1:
+        return FieldError(*items[0])
+    return FieldError(where, "; ".join(f"{n}: {r}" for n, r in items))

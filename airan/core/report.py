@@ -1,0 +1,102 @@
+"""The run report: one JSON contract for the CLI, benchmarks, tests and dashboards.
+
+See ``shared/ARCHITECTURE.md`` ("The run report"). ``ai.harvest_ratio`` is AI busy
+time over the time the radio left idle (wall time minus radio busy time);
+``ran.deadline_met_ratio`` counts every radio task released during the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LatencyStats(BaseModel):
+    """Percentiles of a latency sample, in microseconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p50: float = 0.0
+    p99: float = 0.0
+    p999: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def from_ns(cls, values_ns: Sequence[int] | np.ndarray) -> LatencyStats:
+        a = np.asarray(values_ns, dtype=np.float64)
+        if a.size == 0:
+            return cls()
+        p50, p99, p999 = np.percentile(a, [50.0, 99.0, 99.9]) / 1000.0
+        return cls(p50=float(p50), p99=float(p99), p999=float(p999), max=float(a.max()) / 1000.0)
+
+
+class DecisionStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p50: float = 0.0
+    p99: float = 0.0
+
+
+class RanSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: int = 0
+    misses: int = 0
+    dropped: int = Field(0, description="Tasks abandoned because their deadline had passed.")
+    deadline_met_ratio: float = 1.0
+    busy_ratio: float = 0.0
+    latency_us: LatencyStats = Field(default_factory=LatencyStats)
+
+
+class TenantUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slices: int = 0
+    busy_us: float = 0.0
+    tokens: int = 0
+
+
+class AiSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slices: int = 0
+    busy_ratio: float = 0.0
+    harvest_ratio: float = 0.0
+    tokens: int = 0
+    tokens_per_s: float = 0.0
+    refused_oversize: int = Field(
+        0, description="Decisions at which the next AI slice was predicted over the largest slice."
+    )
+    overruns: int = Field(0, description="AI slices that ran longer than prediction plus guard.")
+    tenants: dict[str, TenantUsage] = Field(default_factory=dict)
+
+
+class ArbiterSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: int = 0
+    decision_us: DecisionStats = Field(default_factory=DecisionStats)
+
+
+class RunReport(BaseModel):
+    """What one run of the arbiter did. ``workload`` describes what was run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    device: str
+    policy: dict[str, Any]
+    seed: int | None
+    duration_s: float
+    slots: int
+    workload: dict[str, Any] = Field(default_factory=dict)
+    wall_time_s: float = 0.0
+    ran: RanSection = Field(default_factory=RanSection)
+    ai: AiSection = Field(default_factory=AiSection)
+    arbiter: ArbiterSection = Field(default_factory=ArbiterSection)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)

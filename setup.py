@@ -1,0 +1,3 @@
+from setuptools import setup
+
+setup(cffi_modules=["native/edfq_build.py:ffibuilder"])
