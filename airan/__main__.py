@@ -1,0 +1,5 @@
+import sys
+
+from airan.cli import main
+
+sys.exit(main())

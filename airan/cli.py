@@ -1,0 +1,270 @@
+"""The ``airan`` command line: ``demo`` (a real device) and ``simulate`` (virtual time)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from airan.core.errors import FieldError
+from airan.core.policy import POLICY_NAMES, Policy
+from airan.core.report import RunReport
+from airan.sched.arbiter import Progress as RunProgress
+from airan.synthetic import SyntheticConfig
+
+SYNTHETIC_NOTE = (
+    "workload: SYNTHETIC (calibrated FFT work for the radio, matrix products for AI); "
+    "the real DU and transformer workloads replace it when they land"
+)
+
+
+def _number(flag: str, kind: Callable[[str], Any], lo: float | None = None) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a {kind.__name__}, got {text!r}"
+            ) from None
+        if lo is not None and v < lo:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= {lo}, got {text!r}")
+        return v
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", choices=POLICY_NAMES, default="airan", help="sharing strategy")
+    p.add_argument("--seed", type=_number("--seed", int, 0), default=0, help="random seed")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the run report here")
+    g = p.add_argument_group("policy knobs")
+    g.add_argument("--guard-us", type=_number("--guard-us", float), help="guard per AI slice")
+    g.add_argument("--max-ai-slice-us", type=_number("--max-ai-slice-us", float))
+    g.add_argument("--ai-share-cap", type=_number("--ai-share-cap", float))
+    g.add_argument("--tdm-radio-share", type=_number("--tdm-radio-share", float))
+    g.add_argument("--fifo-depth", type=_number("--fifo-depth", int))
+    w = p.add_argument_group("workload (synthetic)")
+    w.add_argument("--radio-load", type=_number("--radio-load", float), help="mean radio load")
+    w.add_argument("--burst-load", type=_number("--burst-load", float), help="load in bursts")
+    w.add_argument("--burst-fraction", type=_number("--burst-fraction", float))
+    w.add_argument("--slot-us", type=_number("--slot-us", float), help="slot length in µs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airan",
+        description="Share one accelerator between a 5G radio and AI inference, radio first.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo", help="run the slot workload and an AI job on the best device found"
+    )
+    demo.add_argument("--seconds", type=_number("--seconds", float), default=10.0)
+    demo.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto")
+    _add_common(demo)
+    sim = sub.add_parser("simulate", help="run the same in virtual time")
+    sim.add_argument("--slots", type=_number("--slots", int, 1), default=1_000_000)
+    _add_common(sim)
+    return parser
+
+
+_POLICY_FLAGS = ("guard_us", "max_ai_slice_us", "ai_share_cap", "tdm_radio_share", "fifo_depth")
+_WORKLOAD_FLAGS = ("radio_load", "burst_load", "burst_fraction", "slot_us")
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    data: dict[str, object] = {"name": args.policy}
+    data.update({k: getattr(args, k) for k in _POLICY_FLAGS if getattr(args, k) is not None})
+    return Policy.parse(data, where="policy")
+
+
+def _workload(args: argparse.Namespace, default_slot_us: float) -> SyntheticConfig:
+    data: dict[str, object] = {"slot_us": default_slot_us}
+    data.update({k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None})
+    return SyntheticConfig.parse(data, where="workload")
+
+
+def summary_table(report: RunReport) -> Table:
+    t = Table(title=f"airan run: policy={report.policy['name']} backend={report.backend}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    r, a = report.ran, report.ai
+    rows = [
+        ("device", report.device),
+        ("duration", f"{report.duration_s:.3f} s ({report.slots} slots)"),
+        ("radio tasks", f"{r.tasks}"),
+        ("radio misses", f"{r.misses} (dropped {r.dropped})"),
+        ("radio deadline-met ratio", f"{r.deadline_met_ratio:.6f}"),
+        ("radio busy ratio", f"{r.busy_ratio:.3f}"),
+        (
+            "radio latency p50/p99/p99.9/max",
+            f"{r.latency_us.p50:.0f} / {r.latency_us.p99:.0f} / {r.latency_us.p999:.0f}"
+            f" / {r.latency_us.max:.0f} µs",
+        ),
+        ("AI slices", f"{a.slices}"),
+        ("AI busy ratio", f"{a.busy_ratio:.3f}"),
+        ("AI harvest ratio", f"{a.harvest_ratio:.4f}"),
+        ("AI tokens (tokens/s)", f"{a.tokens} ({a.tokens_per_s:.0f}/s)"),
+        ("AI overruns", f"{a.overruns}"),
+        (
+            "arbiter decision p50/p99",
+            f"{report.arbiter.decision_us.p50:.2f} / {report.arbiter.decision_us.p99:.2f} µs",
+        ),
+        ("wall time", f"{report.wall_time_s:.2f} s"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _finish(report: RunReport, args: argparse.Namespace, console: Console) -> int:
+    console.print(summary_table(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.to_json() + "\n")
+        console.print(f"run report written to {args.json}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from airan.runner import simulate
+
+    policy = _policy(args)
+    cfg = _workload(args, 500.0)
+    console.print(f"[dim]{SYNTHETIC_NOTE}; virtual time[/dim]")
+    with Progress(
+        TextColumn("simulating {task.fields[policy]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%  misses {task.fields[misses]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("sim", total=args.slots, policy=policy.name, misses=0)
+        slot_ns = cfg.slot_us * 1000.0
+
+        def progress(p: RunProgress) -> None:
+            bar.update(task, completed=min(args.slots, p.now_ns / slot_ns), misses=p.ran_misses)
+
+        report = simulate(args.slots, policy, args.seed, cfg, progress)
+    return _finish(report, args, console)
+
+
+def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
+    """Runs in its own process, so that drawing the progress bar never delays the radio."""
+    from airan.backend import select_backend
+    from airan.runner import run_on_device
+
+    try:
+        backend = select_backend(params["backend"])
+        policy = Policy.model_validate(params["policy"])
+        cfg = SyntheticConfig.model_validate(params["workload"]) if params["workload"] else None
+        if cfg is None:
+            cfg = SyntheticConfig(slot_us=500.0 if backend.name == "cupy" else 1000.0)
+        conn.send(("start", backend.name, backend.device, cfg.slot_us))
+
+        def progress(p: RunProgress) -> None:
+            shared[0] = p.now_ns / max(p.duration_ns, 1)
+            shared[1] = p.ran_tasks
+            shared[2] = p.ran_misses
+            shared[3] = p.ai_tokens
+
+        report = run_on_device(backend, params["seconds"], policy, params["seed"], cfg, progress)
+        conn.send(("report", report.to_json()))
+    except FieldError as e:
+        conn.send(("error", str(e)))
+    except Exception as e:  # report, never hang the parent
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    if not 0 < args.seconds <= 86_400:
+        raise FieldError("--seconds", f"must be in (0, 86400], got {args.seconds}")
+    policy = _policy(args)
+    workload = None
+    if any(getattr(args, k) is not None for k in _WORKLOAD_FLAGS):
+        workload = _workload(args, args.slot_us or 1000.0).model_dump()
+    params = {
+        "backend": args.backend,
+        "policy": policy.model_dump(),
+        "workload": workload,
+        "seconds": args.seconds,
+        "seed": args.seed,
+    }
+    # One BLAS thread: the arbiter owns the CPU it runs on, and timing stays repeatable.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    ctx = mp.get_context("spawn")
+    shared = ctx.Array("d", 4, lock=False)
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_demo_child, args=(params, shared, child), daemon=True)
+    proc.start()
+    child.close()
+    msg: tuple[Any, ...] | None = None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("radio tasks {task.fields[tasks]:.0f}  misses {task.fields[misses]:.0f}"),
+        TextColumn("AI tokens {task.fields[tokens]:.0f}"),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("calibrating device", total=1.0, tasks=0, misses=0, tokens=0)
+        while proc.is_alive() or parent.poll():
+            if parent.poll(0.1):
+                try:
+                    msg = parent.recv()
+                except EOFError:
+                    break
+                if msg[0] == "start":
+                    console.print(f"[dim]{SYNTHETIC_NOTE}[/dim]")
+                    console.print(
+                        f"backend {msg[1]} on {msg[2]}; slot {msg[3]:.0f} µs; "
+                        f"policy {policy.name}; {args.seconds:g} s"
+                    )
+                    bar.update(task, description=f"running {policy.name}")
+                    continue
+                break
+            bar.update(
+                task, completed=shared[0], tasks=shared[1], misses=shared[2], tokens=shared[3]
+            )
+    proc.join(timeout=5)
+    if msg is None or msg[0] not in ("report", "error"):
+        console.print(f"[red]error: the demo process ended without a report (exit {proc.exitcode})")
+        return 1
+    if msg[0] == "error":
+        raise FieldError("demo", msg[1]) if msg[1].startswith("--") else RuntimeError(msg[1])
+    return _finish(RunReport.model_validate_json(msg[1]), args, console)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False)
+    t0 = time.perf_counter()
+    try:
+        if args.command == "simulate":
+            return _cmd_simulate(args, console)
+        return _cmd_demo(args, console)
+    except FieldError as e:
+        print(f"airan {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"airan {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        del t0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scheduling: the C deadline queue, the arbiter, its strategies and the executors."""

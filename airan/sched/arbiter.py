@@ -1,0 +1,525 @@
+"""The arbiter: radio work in EDF order, AI only in the radio's slack.
+
+One loop drives every executor (simulated, CPU, CUDA). At each event (a radio task
+announced or released, a slice completed, a timer) the loop asks the strategy chosen
+by ``Policy.name`` what to issue next:
+
+``airan``
+    Radio first, always: while radio work is released and unfinished, the radio
+    slice of the earliest deadline is issued (EDF at slice boundaries). AI is issued
+    only when no radio work is pending or running, at most one AI slice at a time, and
+    only if the slice's predicted high-quantile duration plus ``guard_us``
+    (a) is at most ``max_ai_slice_us`` and (b) fits in the slack of the radio work
+    already announced (slot indications arrive ``lookahead_us`` ahead), and the AI
+    share cap allows it.
+``exclusive``
+    Radio alone (the latency reference).
+``fifo``
+    No arbitration: radio slices and up to ``fifo_depth`` AI slices go to one device
+    queue in the order they come (what naive sharing does).
+``tdm``
+    A static time split: radio work starts only in the first ``tdm_radio_share`` of
+    each ``tdm_period_us`` frame, AI only in the rest and only if it ends in time.
+
+The guarantee (``docs/guarantee.md``; tested in ``tests/test_guarantee.py``): with
+``airan``, if the radio task set is EDF-feasible with a blocking term of
+``B = max(max_ai_slice, largest radio slice)`` and every admitted AI slice ends within
+its budget (prediction plus guard), no radio deadline is missed, whatever the AI load.
+The proof is the classic EDF processor-demand argument with one blocking: AI never
+starts while radio work is pending, so in any busy period of radio work with deadlines
+up to ``d`` at most one non-radio slice (started before the period) runs.
+
+Late radio work is worthless to the air interface (a slot not ready at its air time
+is lost), so the EDF strategies drop a task whose deadline has passed before its next
+slice starts; it counts as a miss (``ran.dropped``).
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from airan.core.errors import FieldError
+from airan.core.estimator import Estimator
+from airan.core.policy import Policy
+from airan.core.report import (
+    AiSection,
+    ArbiterSection,
+    DecisionStats,
+    LatencyStats,
+    RanSection,
+    RunReport,
+    TenantUsage,
+)
+from airan.core.slices import AiJob, RanTask, Slice
+from airan.sched.executors import NEVER, Completion, Executor, Stream
+from airan.sched.queue import DeadlineQueue
+
+_DECISION_SAMPLE_MASK = 7  # time one decision in 8
+
+
+@dataclass(slots=True)
+class Progress:
+    """A snapshot handed to the progress callback while a run goes on."""
+
+    now_ns: int
+    duration_ns: int
+    ran_tasks: int
+    ran_misses: int
+    ai_slices: int
+    ai_tokens: int
+
+
+class Strategy:
+    """How the device is shared: one subclass per ``Policy.name``.
+
+    The arbiter calls :meth:`on_release` when a radio task is released,
+    :meth:`on_radio_progress` / :meth:`on_radio_finished` when one of its slices
+    completes, and :meth:`dispatch` at every event; ``dispatch`` issues what the
+    strategy allows now and returns the next time it wants to be called even if
+    nothing else happens (or ``NEVER``).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, arb: Arbiter) -> None:
+        self.arb = arb
+
+    def on_release(self, task: RanTask) -> None:
+        self.arb.ready.push(task.deadline_ns, task.task_id, self.arb.remaining_cost(task))
+
+    def on_radio_progress(self, task: RanTask, remaining_ns: int) -> None:
+        self.arb.ready.update_cost(task.task_id, remaining_ns)
+
+    def on_radio_finished(self, task: RanTask) -> None:
+        self.arb.ready.remove(task.task_id)
+
+    def dispatch(self, now: int) -> int:
+        raise NotImplementedError
+
+
+class ExclusiveStrategy(Strategy):
+    """The radio alone: EDF, AI never runs."""
+
+    name = "exclusive"
+
+    def dispatch(self, now: int) -> int:
+        arb = self.arb
+        if arb.radio_inflight == 0 and arb.ready:
+            arb.issue_edf(now)
+        return NEVER
+
+
+class AiranStrategy(Strategy):
+    """Radio first in EDF order; AI in the slack, one bounded slice at a time."""
+
+    name = "airan"
+
+    def dispatch(self, now: int) -> int:
+        arb = self.arb
+        if arb.radio_inflight:
+            return NEVER
+        if arb.ready and arb.issue_edf(now):
+            return NEVER
+        if arb.ai_inflight or not arb.ai_open:
+            return NEVER
+        guard = arb.guard_ns
+        for job in arb.jobs:
+            s = job.peek()
+            if s is None:
+                continue
+            budget = arb.estimator.predict(s) + guard
+            if budget > arb.max_ai_slice_ns:
+                arb.refused_oversize += 1
+                continue
+            # Announced radio work must keep its slack (the ready queue is empty here).
+            if budget > arb.known.slack(now):
+                return NEVER
+            if arb.share_cap < 1.0:
+                wait_until = arb.share_gate(now, budget)
+                if wait_until > now:
+                    return wait_until
+            arb.issue_ai(job, budget)
+            return NEVER
+        return NEVER
+
+
+class FifoStrategy(Strategy):
+    """No arbitration: everything goes to one device queue in arrival order."""
+
+    name = "fifo"
+
+    def on_release(self, task: RanTask) -> None:
+        self.arb.issue_radio(task, Stream.SHARED)
+
+    def on_radio_progress(self, task: RanTask, remaining_ns: int) -> None:
+        self.arb.issue_radio(task, Stream.SHARED)
+
+    def on_radio_finished(self, task: RanTask) -> None:
+        pass
+
+    def dispatch(self, now: int) -> int:
+        arb = self.arb
+        if not arb.ai_open:
+            return NEVER
+        depth = arb.policy.fifo_depth
+        guard = arb.guard_ns
+        while arb.ai_inflight < depth:
+            for job in arb.jobs:
+                s = job.peek()
+                if s is not None:
+                    arb.issue_ai(job, arb.estimator.predict(s) + guard, Stream.SHARED)
+                    break
+            else:
+                break
+        return NEVER
+
+
+class TdmStrategy(Strategy):
+    """A static split of every frame: radio window first, then the AI window."""
+
+    name = "tdm"
+
+    def dispatch(self, now: int) -> int:
+        arb = self.arb
+        period = arb.tdm_period_ns
+        frame = now - now % period
+        radio_end = frame + arb.tdm_radio_ns
+        if now < radio_end:
+            if arb.radio_inflight == 0 and arb.ready:
+                arb.issue_edf(now)
+            return radio_end
+        frame_end = frame + period
+        if arb.radio_inflight or arb.ai_inflight or not arb.ai_open:
+            return frame_end
+        guard = arb.guard_ns
+        for job in arb.jobs:
+            s = job.peek()
+            if s is None:
+                continue
+            budget = arb.estimator.predict(s) + guard
+            if budget <= arb.max_ai_slice_ns and now + budget <= frame_end:
+                arb.issue_ai(job, budget)
+            break
+        return frame_end
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (AiranStrategy, ExclusiveStrategy, FifoStrategy, TdmStrategy)
+}
+
+
+class Arbiter:
+    """Shares one executor between radio tasks and AI jobs under a :class:`Policy`."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        policy: Policy | None = None,
+        estimator: Estimator | None = None,
+        *,
+        queue_capacity: int = 4096,
+        progress: Callable[[Progress], None] | None = None,
+        progress_every_s: float = 0.2,
+    ) -> None:
+        self.executor = executor
+        self.estimator = estimator if estimator is not None else Estimator()
+        #: released, unfinished radio tasks (EDF order)
+        self.ready = DeadlineQueue(queue_capacity)
+        #: announced or released, unfinished radio tasks: whose slack AI must respect
+        self.known = DeadlineQueue(queue_capacity)
+        self.tasks: dict[int, RanTask] = {}
+        self.jobs: list[AiJob] = []
+        self.radio_inflight = 0
+        self.ai_inflight = 0
+        self.ai_open = True
+        self._progress = progress
+        self._progress_every_ns = int(progress_every_s * 1e9)
+        self.set_policy(policy if policy is not None else Policy())
+        self._reset_counters()
+
+    # -- configuration -------------------------------------------------------------
+    def set_policy(self, policy: Policy) -> None:
+        """Switch to ``policy``; takes effect at the next decision."""
+        if not isinstance(policy, Policy):
+            raise FieldError("policy", f"must be a Policy, got {policy!r}")
+        self.policy = policy
+        self.guard_ns = policy.ns("guard_us")
+        self.max_ai_slice_ns = policy.ns("max_ai_slice_us")
+        self.lookahead_ns = policy.ns("lookahead_us")
+        self.tdm_period_ns = policy.ns("tdm_period_us")
+        self.tdm_radio_ns = round(self.tdm_period_ns * policy.tdm_radio_share)
+        self.share_cap = policy.ai_share_cap
+        self._share_window_ns = policy.ns("share_window_us")
+        self._share_budget = self.share_cap * self._share_window_ns
+        self._share_t = 0
+        self.strategy: Strategy = STRATEGIES[policy.name](self)
+
+    def add_job(self, job: AiJob) -> None:
+        """Give the arbiter an AI job; higher priority classes are served first."""
+        if not isinstance(job, AiJob):
+            raise FieldError("job", f"must be an AiJob, got {job!r}")
+        self.jobs.append(job)
+        self.jobs.sort(key=lambda j: -j.priority)
+
+    def fits_ai_slice(self, s: Slice) -> bool:
+        """Whether ``s`` (predicted, plus the guard) fits in the largest AI slice.
+
+        AI sources call this to size their next slice (layers, batch, tokens)."""
+        return self.estimator.predict(s) + self.guard_ns <= self.max_ai_slice_ns
+
+    # -- helpers the strategies use --------------------------------------------------
+    def remaining_cost(self, task: RanTask) -> int:
+        predict = self.estimator.predict
+        return sum(predict(s) for s in task.slices[task.next_index :])
+
+    def issue_radio(self, task: RanTask, stream: Stream = Stream.RADIO) -> None:
+        self.radio_inflight += 1
+        self.executor.submit(task.slices[task.next_index], stream, task)
+
+    def issue_edf(self, now: int) -> bool:
+        """Issue the next slice of the earliest-deadline released task; drop late ones."""
+        ready = self.ready
+        while ready:
+            deadline, tid, _ = ready.peek()
+            task = self.tasks[tid]
+            if now < deadline:
+                self.issue_radio(task)
+                return True
+            ready.pop()
+            self.known.remove(tid)
+            del self.tasks[tid]
+            self.misses += 1
+            self.dropped += 1
+            self.tasks_ended += 1
+        return False
+
+    def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
+        s = job.take()
+        self.ai_inflight += 1
+        self.executor.submit(s, stream, (job, s, budget_ns))
+
+    def share_gate(self, now: int, need_ns: int) -> int:
+        """Token bucket of the AI share cap: when ``need_ns`` of AI time is allowed."""
+        cap = self.share_cap
+        if cap <= 0.0:
+            return NEVER
+        full = cap * self._share_window_ns
+        self._share_budget = min(full, self._share_budget + cap * (now - self._share_t))
+        self._share_t = now
+        if self._share_budget >= need_ns:
+            return now
+        return now + int((need_ns - self._share_budget) / cap) + 1
+
+    # -- the loop ----------------------------------------------------------------------
+    def _reset_counters(self) -> None:
+        self.tasks_ended = 0
+        self.misses = 0
+        self.dropped = 0
+        self.radio_busy_ns = 0
+        self.ai_busy_ns = 0
+        self.ai_slices = 0
+        self.ai_tokens = 0
+        self.overruns = 0
+        self.refused_oversize = 0
+        self.decisions = 0
+        self.latencies = array("q")
+        self.decision_ns = array("q")
+        self.elapsed_ns = 0
+
+    def _announce(self, task: RanTask) -> None:
+        if task.task_id in self.tasks:
+            raise FieldError("RanTask.task_id", f"{task.task_id} is already in use")
+        self.tasks[task.task_id] = task
+        self.known.push(task.deadline_ns, task.task_id, self.remaining_cost(task))
+
+    def _complete(self, c: Completion) -> None:
+        tag, _stream, start, end = c
+        dur = end - start
+        if type(tag) is not tuple:
+            task: RanTask = tag  # type: ignore[assignment]
+            self.radio_inflight -= 1
+            self.radio_busy_ns += dur
+            self.estimator.record(task.slices[task.next_index], dur)
+            task.next_index += 1
+            if task.task_id not in self.tasks:  # dropped meanwhile (cannot happen in EDF)
+                return
+            if task.next_index < len(task.slices):
+                remaining = self.remaining_cost(task)
+                self.known.update_cost(task.task_id, remaining)
+                self.strategy.on_radio_progress(task, remaining)
+                return
+            task.completed_ns = end
+            self.latencies.append(end - task.release_ns)
+            if end > task.deadline_ns:
+                self.misses += 1
+            self.tasks_ended += 1
+            self.known.remove(task.task_id)
+            del self.tasks[task.task_id]
+            self.strategy.on_radio_finished(task)
+        else:
+            job, s, budget = tag  # type: ignore[misc]
+            self.ai_inflight -= 1
+            self.ai_busy_ns += dur
+            self.ai_slices += 1
+            self.ai_tokens += s.tokens
+            self.estimator.record(s, dur)
+            job.busy_ns += dur
+            job.tokens += s.tokens
+            job.slices_done += 1
+            if dur > budget:
+                self.overruns += 1
+            if self.share_cap < 1.0:
+                self._share_budget -= dur
+
+    def run(self, radio: Iterable[RanTask], duration_ns: int) -> None:
+        """Run radio tasks (in release order, times on the executor's clock) and the AI
+        jobs for ``duration_ns``, then finish the radio work released so far.
+
+        Tasks released at or after the end are not run. Counters accumulate in the
+        arbiter; :meth:`report` turns them into a :class:`RunReport`.
+        """
+        if isinstance(duration_ns, bool) or not isinstance(duration_ns, int) or duration_ns <= 0:
+            raise FieldError("duration_ns", f"must be a positive integer, got {duration_ns!r}")
+        self._reset_counters()
+        ex = self.executor
+        clock = ex.clock
+        t_start = clock.now_ns()
+        end = t_start + duration_ns
+        it: Iterator[RanTask] = iter(radio)
+        nxt: RanTask | None = next(it, None)
+        last_release = t_start
+        announced: deque[RanTask] = deque()
+        done: list[Completion] = []
+        tasks = self.tasks
+        perf = time.perf_counter_ns
+        next_progress = perf() + self._progress_every_ns
+        self.ai_open = True
+        self._share_t = t_start
+        now_ns = clock.now_ns
+        poll = ex.poll
+        wait = ex.wait
+        complete = self._complete
+        while True:
+            now = now_ns()
+            horizon = now + self.lookahead_ns
+            while nxt is not None and nxt.release_ns <= horizon:
+                if nxt.release_ns >= end:
+                    nxt = None
+                    break
+                if nxt.release_ns < last_release:
+                    raise FieldError(
+                        "RanTask.release_ns",
+                        f"tasks must come in release order: {nxt.release_ns} after {last_release}",
+                    )
+                last_release = nxt.release_ns
+                self._announce(nxt)
+                announced.append(nxt)
+                nxt = next(it, None)
+            while announced and announced[0].release_ns <= now:
+                self.strategy.on_release(announced.popleft())
+            poll(done)
+            if done:
+                for c in done:
+                    complete(c)
+                done.clear()
+            if now >= end:
+                self.ai_open = False
+                if nxt is None and not tasks:
+                    break
+            self.decisions += 1
+            if self.decisions & _DECISION_SAMPLE_MASK:
+                wake = self.strategy.dispatch(now)
+            else:
+                t0 = perf()
+                wake = self.strategy.dispatch(now)
+                t1 = perf()
+                self.decision_ns.append(t1 - t0)
+                if self._progress is not None and t1 >= next_progress:
+                    next_progress = t1 + self._progress_every_ns
+                    self._progress(self._snapshot(now - t_start, duration_ns))
+            if now >= end and nxt is None and not tasks:
+                break  # the strategy dropped the last late tasks
+            if announced and announced[0].release_ns < wake:
+                wake = announced[0].release_ns
+            if nxt is not None and nxt.release_ns - self.lookahead_ns < wake:
+                wake = max(nxt.release_ns - self.lookahead_ns, now)
+            if now < end < wake:
+                wake = end
+            wait(wake)
+        # Let what is still in flight finish, so that every issued slice is accounted.
+        while True:
+            poll(done)
+            for c in done:
+                complete(c)
+            done.clear()
+            if not ex.busy():
+                break
+            wait(NEVER)
+        self.elapsed_ns = max(clock.now_ns() - t_start, duration_ns)
+        if self._progress is not None:
+            self._progress(self._snapshot(self.elapsed_ns, duration_ns))
+
+    def _snapshot(self, now: int, duration_ns: int) -> Progress:
+        return Progress(
+            now, duration_ns, self.tasks_ended, self.misses, self.ai_slices, self.ai_tokens
+        )
+
+    def report(
+        self,
+        *,
+        seed: int | None,
+        slots: int,
+        workload: dict[str, object] | None = None,
+        wall_time_s: float = 0.0,
+    ) -> RunReport:
+        """The :class:`RunReport` of the last :meth:`run`."""
+        elapsed = max(self.elapsed_ns, 1)
+        idle = max(elapsed - self.radio_busy_ns, 1)
+        tenants: dict[str, TenantUsage] = {}
+        for job in self.jobs:
+            u = tenants.setdefault(job.tenant, TenantUsage())
+            u.slices += job.slices_done
+            u.busy_us += job.busy_ns / 1000.0
+            u.tokens += job.tokens
+        dec = sorted(self.decision_ns)
+        n = len(dec)
+        decision = DecisionStats(
+            p50=dec[n // 2] / 1000.0 if n else 0.0,
+            p99=dec[min(n - 1, int(n * 0.99))] / 1000.0 if n else 0.0,
+        )
+        ended = self.tasks_ended
+        return RunReport(
+            backend=self.executor.backend,
+            device=self.executor.device,
+            policy=self.policy.model_dump(),
+            seed=seed,
+            duration_s=elapsed / 1e9,
+            slots=slots,
+            workload=dict(workload or {}),
+            wall_time_s=wall_time_s,
+            ran=RanSection(
+                tasks=ended,
+                misses=self.misses,
+                dropped=self.dropped,
+                deadline_met_ratio=(ended - self.misses) / ended if ended else 1.0,
+                busy_ratio=self.radio_busy_ns / elapsed,
+                latency_us=LatencyStats.from_ns(self.latencies),
+            ),
+            ai=AiSection(
+                slices=self.ai_slices,
+                busy_ratio=self.ai_busy_ns / elapsed,
+                harvest_ratio=min(1.0, self.ai_busy_ns / idle),
+                tokens=self.ai_tokens,
+                tokens_per_s=self.ai_tokens / (elapsed / 1e9),
+                refused_oversize=self.refused_oversize,
+                overruns=self.overruns,
+                tenants=tenants,
+            ),
+            arbiter=ArbiterSection(decisions=self.decisions, decision_us=decision),
+        )
+

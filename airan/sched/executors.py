@@ -1,0 +1,241 @@
+"""Executors issue slices on a device and report their completions to the arbiter.
+
+Every executor has the same contract (:class:`Executor`): ``submit`` a slice on a
+stream with a tag, ``poll`` completions as ``(tag, stream, start_ns, end_ns)`` tuples on
+the executor's clock, ``wait`` until a completion or a given time. The device is a
+single server that does not preempt a running slice; between queued slices it serves
+the radio stream first (as CUDA stream priorities reorder blocks not yet started).
+
+* :class:`SimExecutor`: virtual time; durations drawn from a seeded, heavy-tailed
+  profile. 10^6 slots in seconds, and the same seed gives the same run.
+* :class:`NumpyExecutor`: the CPU, wall clock; ``Slice.work`` runs synchronously.
+* ``CupyExecutor`` (:mod:`airan.sched.cupy_executor`): CUDA streams, events, graphs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+import numpy as np
+
+from airan.core.clock import Clock, VirtualClock, WallClock
+from airan.core.errors import FieldError
+from airan.core.slices import Slice, SliceKey
+
+#: "No time in particular": a wake-up time later than any run.
+NEVER = 1 << 62
+
+Completion = tuple[object, int, int, int]
+
+
+class Stream(IntEnum):
+    """Device queues, in priority order (lower value is served first)."""
+
+    RADIO = 0  #: the radio's high-priority stream
+    SHARED = 1  #: one stream for everything: what the ``fifo`` baseline uses
+    AI = 2  #: the AI's low-priority stream
+
+
+class Executor(Protocol):
+    """What the arbiter needs from a device."""
+
+    backend: str
+    device: str
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def submit(self, s: Slice, stream: Stream, tag: object) -> None: ...
+
+    def poll(self, out: list[Completion]) -> None: ...
+
+    def wait(self, until_ns: int) -> None: ...
+
+    def busy(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DurationDist:
+    """A heavy-tailed duration distribution with a hard upper bound.
+
+    ``mean_ns * (1 - jitter)`` is a floor; on top sits a Lomax (Pareto II) tail with
+    shape ``alpha`` scaled so that the mean is ``mean_ns``; draws are clipped at
+    ``max_ns`` (the slice's worst case). ``alpha`` near 2 gives the long tails seen on
+    shared GPUs; a larger ``alpha`` a tamer device.
+    """
+
+    mean_ns: float
+    max_ns: int
+    jitter: float = 0.15
+    alpha: float = 2.5
+
+    def __post_init__(self) -> None:
+        if not self.mean_ns > 0:
+            raise FieldError("DurationDist.mean_ns", f"must be > 0, got {self.mean_ns!r}")
+        if self.max_ns < self.mean_ns:
+            raise FieldError(
+                "DurationDist.max_ns", f"must be >= mean_ns ({self.mean_ns}), got {self.max_ns}"
+            )
+        if not 0.0 <= self.jitter <= 1.0:
+            raise FieldError("DurationDist.jitter", f"must be in [0, 1], got {self.jitter!r}")
+        if not self.alpha > 1.0:
+            raise FieldError("DurationDist.alpha", f"must be > 1, got {self.alpha!r}")
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        floor = self.mean_ns * (1.0 - self.jitter)
+        scale = self.mean_ns * self.jitter * (self.alpha - 1.0)
+        d = floor + scale * rng.pareto(self.alpha, n)
+        return np.minimum(np.rint(d), self.max_ns).astype(np.int64)
+
+
+class _Sampler:
+    __slots__ = ("buf", "dist", "pos", "rng")
+
+    def __init__(self, dist: DurationDist, rng: np.random.Generator) -> None:
+        self.dist = dist
+        self.rng = rng
+        self.buf: list[int] = []
+        self.pos = 0
+
+    def refill(self) -> None:
+        self.buf = self.dist.draw(self.rng, 4096).tolist()
+        self.pos = 0
+
+
+class SimExecutor:
+    """A simulated device in virtual time.
+
+    Each slice's duration is drawn from ``profile[slice.key]``, from a random stream
+    of its own seeded by ``(seed, key)``: the same seed gives the same durations to the
+    same slices whatever else runs.
+    """
+
+    backend = "sim"
+
+    def __init__(self, profile: Mapping[SliceKey, DurationDist], seed: int = 0) -> None:
+        self.device = "virtual device"
+        self.clock: VirtualClock = VirtualClock()
+        self._profile = dict(profile)
+        self._seed = seed
+        self._samplers: dict[SliceKey, _Sampler] = {}
+        self._queues: tuple[deque[tuple[object, int, int]], ...] = (deque(), deque(), deque())
+        self._done: list[Completion] = []
+        self._tag: object = None
+        self._stream = 0
+        self._start = 0
+        self._end = -1  # -1: idle
+
+    def _draw(self, key: SliceKey) -> int:
+        smp = self._samplers.get(key)
+        if smp is None:
+            dist = self._profile.get(key)
+            if dist is None:
+                raise FieldError("profile", f"no duration distribution for slice {key!r}")
+            ss = np.random.SeedSequence([self._seed, zlib.crc32(repr(key).encode())])
+            smp = self._samplers[key] = _Sampler(dist, np.random.default_rng(ss))
+        if smp.pos >= len(smp.buf):
+            smp.refill()
+        v = smp.buf[smp.pos]
+        smp.pos += 1
+        return v
+
+    def submit(self, s: Slice, stream: Stream, tag: object) -> None:
+        smp = self._samplers.get(s.key)
+        if smp is not None and smp.pos < len(smp.buf):
+            d = smp.buf[smp.pos]
+            smp.pos += 1
+        else:
+            d = self._draw(s.key)
+        if self._end < 0:
+            t = self.clock.t
+            self._tag, self._stream, self._start, self._end = tag, stream, t, t + d
+        else:
+            self._queues[stream].append((tag, int(stream), d))
+
+    def poll(self, out: list[Completion]) -> None:
+        if self._done:
+            out.extend(self._done)
+            self._done.clear()
+
+    def wait(self, until_ns: int) -> None:
+        if self._done:
+            return
+        end = self._end
+        if 0 <= end <= until_ns:
+            self.clock.t = end
+            self._done.append((self._tag, self._stream, self._start, end))
+            for q in self._queues:
+                if q:
+                    tag, stream, d = q.popleft()
+                    self._tag, self._stream, self._start, self._end = tag, stream, end, end + d
+                    return
+            self._end = -1
+            self._tag = None
+        elif until_ns > self.clock.t:
+            if until_ns >= NEVER:
+                raise RuntimeError("SimExecutor.wait: nothing in flight and nothing to wait for")
+            self.clock.t = until_ns
+
+    def busy(self) -> bool:
+        return self._end >= 0
+
+    def close(self) -> None:
+        pass
+
+
+class NumpyExecutor:
+    """The CPU as the device, on the wall clock.
+
+    ``submit`` only queues the slice, like a launch on a device queue; ``wait`` runs
+    the next queued slice (radio stream first) synchronously and reports it. So the
+    arbiter's decision time never includes the work, and the CPU, like a GPU, never
+    interrupts a slice once it has started.
+    """
+
+    backend = "numpy"
+
+    def __init__(self, device: str | None = None) -> None:
+        import platform
+
+        self.device = device or f"CPU ({platform.processor() or platform.machine()})"
+        self.clock: Clock = WallClock()
+        self._queues: tuple[deque[tuple[Slice, int, object]], ...] = (deque(), deque(), deque())
+        self._done: list[Completion] = []
+
+    def submit(self, s: Slice, stream: Stream, tag: object) -> None:
+        if s.work is None:
+            raise FieldError("Slice.work", f"slice {s.op!r} has no work to run on the CPU")
+        self._queues[stream].append((s, int(stream), tag))
+
+    def poll(self, out: list[Completion]) -> None:
+        if self._done:
+            out.extend(self._done)
+            self._done.clear()
+
+    def wait(self, until_ns: int) -> None:
+        if self._done:
+            return
+        for q in self._queues:
+            if q:
+                s, stream, tag = q.popleft()
+                now = self.clock.now_ns
+                start = now()
+                s.work()  # type: ignore[misc]
+                self._done.append((tag, stream, start, now()))
+                return
+        if until_ns >= NEVER:
+            raise RuntimeError("NumpyExecutor.wait: nothing in flight and nothing to wait for")
+        self.clock.sleep_until(until_ns)  # type: ignore[attr-defined]
+
+    def busy(self) -> bool:
+        return any(self._queues)
+
+    def close(self) -> None:
+        pass
