@@ -71,8 +71,18 @@ def test_bad_cli_input_is_a_clear_error(
 def test_demo_runs_on_the_cpu_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "airan", "demo", "--seconds", "1", "--backend", "numpy",
-         "--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "airan",
+            "demo",
+            "--seconds",
+            "1",
+            "--backend",
+            "numpy",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -105,7 +105,9 @@ def scenario(draw: st.DrawFn) -> tuple[list[TaskSpec], Policy, list[list[tuple[i
     # Shapes either fit under max_ai_slice or are hopelessly large (never admissible).
     shape = st.one_of(
         st.tuples(st.integers(1, max_ai_us).map(lambda v: v * US), st.floats(0.0, 1.0)),
-        st.tuples(st.integers(max_ai_us + 1, 5 * max_ai_us + 1).map(lambda v: v * US), st.just(0.0)),
+        st.tuples(
+            st.integers(max_ai_us + 1, 5 * max_ai_us + 1).map(lambda v: v * US), st.just(0.0)
+        ),
     )
     jobs = draw(st.lists(st.lists(shape, min_size=1, max_size=4), max_size=3))
     return tasks, policy, jobs
@@ -174,7 +176,10 @@ def test_infeasible_blocking_is_what_breaks_it() -> None:
     of slack and the AI slice is 300 µs (policy allows it): the task misses."""
     s = Slice.make(SliceKind.RAN, "r", 100 * US)
     a = Slice.make(SliceKind.AI, "a", 300 * US)
-    profile = {s.key: DurationDist(100 * US, 100 * US, 0.0), a.key: DurationDist(300 * US, 300 * US, 0.0)}
+    profile = {
+        s.key: DurationDist(100 * US, 100 * US, 0.0),
+        a.key: DurationDist(300 * US, 300 * US, 0.0),
+    }
     task = RanTask(50 * US, 250 * US, (s,))
     arb = Arbiter(SimExecutor(profile), Policy(max_ai_slice_us=400, lookahead_us=0))
     arb.add_job(AiJob(iter([a])))

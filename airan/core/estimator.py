@@ -39,7 +39,17 @@ def _upper_edge(bucket: int) -> int:
 
 
 class _KeyStats:
-    __slots__ = ("count", "counts", "hi", "lo", "prediction", "since_refresh", "total")
+    __slots__ = (
+        "count",
+        "counts",
+        "hi",
+        "lo",
+        "max1",
+        "max2",
+        "prediction",
+        "since_refresh",
+        "total",
+    )
 
     def __init__(self, bound_ns: int) -> None:
         self.counts = [0] * _NBUCKETS
@@ -49,6 +59,8 @@ class _KeyStats:
         self.hi = -1
         self.prediction = bound_ns
         self.since_refresh = 0
+        self.max1 = 0  # the two largest durations seen while warming up
+        self.max2 = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +139,15 @@ class Estimator:
             st.count = sum(st.counts)
         st.since_refresh += 1
         if st.total < self.min_samples:
-            # Warming up: trust the declared bound, but never predict below what was seen.
-            seen = math.ceil(duration_ns * (1.0 + self.margin))
-            if seen > st.prediction:
-                st.prediction = seen
+            # Warming up: the declared bound, but never below the second-largest duration
+            # seen (one outlier, such as a cold first call, is forgiven).
+            if duration_ns > st.max1:
+                st.max1, duration_ns = duration_ns, st.max1
+            if duration_ns > st.max2:
+                st.max2 = duration_ns
+                seen = math.ceil(duration_ns * (1.0 + self.margin))
+                if seen > st.prediction:
+                    st.prediction = seen
         elif st.since_refresh >= self.refresh_every or st.total == self.min_samples:
             st.since_refresh = 0
             st.prediction = self._quantile_edge(st)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from airan.core.errors import FieldError
@@ -21,7 +21,7 @@ Shape = tuple[tuple[str, int], ...]
 SliceKey = tuple[str, Shape]
 
 
-class SliceKind(str, Enum):
+class SliceKind(StrEnum):
     """Which tenant a slice belongs to."""
 
     RAN = "ran"
@@ -58,7 +58,9 @@ class Slice:
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, SliceKind):
-            raise FieldError("Slice.kind", f"must be SliceKind.RAN or SliceKind.AI, got {self.kind!r}")
+            raise FieldError(
+                "Slice.kind", f"must be SliceKind.RAN or SliceKind.AI, got {self.kind!r}"
+            )
         if not isinstance(self.op, str) or not self.op:
             raise FieldError("Slice.op", f"must be a non-empty string, got {self.op!r}")
         _check_int("Slice.bound_ns", self.bound_ns, 1)

@@ -362,7 +362,7 @@ class Arbiter:
             del self.tasks[task.task_id]
             self.strategy.on_radio_finished(task)
         else:
-            job, s, budget = tag  # type: ignore[misc]
+            job, s, budget = tag
             self.ai_inflight -= 1
             self.ai_busy_ns += dur
             self.ai_slices += 1
@@ -522,4 +522,3 @@ class Arbiter:
             ),
             arbiter=ArbiterSection(decisions=self.decisions, decision_us=decision),
         )
-

@@ -1,0 +1,43 @@
+"""Every example runs, at a small size, as a user would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["share_a_device.py", "--sim", "--seconds", "2"],
+        ["share_a_device.py", "--seconds", "0.3"],
+        ["share_a_device.py", "--sim", "--seconds", "1", "--policy", "fifo"],
+    ],
+)
+def test_example_runs(argv: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "radio tasks" in proc.stdout and "harvest" in proc.stdout
+
+
+def test_example_sim_shares_the_device_without_misses() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "share_a_device.py"), "--sim", "--seconds", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ", 0 missed" in proc.stdout
+    tokens = int(proc.stdout.split(" tokens")[0].rsplit(" ", 1)[-1])
+    assert tokens > 0
