@@ -191,7 +191,8 @@ class SyntheticDecoder:
             if self._steps is not None and self._step >= self._steps:
                 return None
             self._step += 1
-            self._left = self._by_size[self._rng.randrange(len(self._by_size))].tokens
+            by_size = self._by_size
+            self._left = by_size[int(self._rng.random() * len(by_size))].tokens
         fits = self._fits
         for s in self._by_size:
             if s.tokens <= self._left and (fits is None or fits(s)):

@@ -46,13 +46,15 @@ class _KeyStats:
         "lo",
         "max1",
         "max2",
+        "next_halving",
         "prediction",
         "since_refresh",
         "total",
     )
 
-    def __init__(self, bound_ns: int) -> None:
+    def __init__(self, bound_ns: int, half_life: int) -> None:
         self.counts = [0] * _NBUCKETS
+        self.next_halving = half_life
         self.count = 0  # weighted count (after halvings)
         self.total = 0  # every observation ever
         self.lo = _NBUCKETS
@@ -120,7 +122,7 @@ class Estimator:
         """:meth:`observe` without argument checks, for executors' own (trusted) timings."""
         st = self._stats.get(s.key)
         if st is None:
-            st = self._stats[s.key] = _KeyStats(s.bound_ns)
+            st = self._stats[s.key] = _KeyStats(s.bound_ns, self.half_life)
         if duration_ns > 1:
             b = int(math.log(duration_ns) * _INV_LOG_RATIO) + 1
             if b >= _NBUCKETS:
@@ -134,11 +136,16 @@ class Estimator:
             st.lo = b
         if b > st.hi:
             st.hi = b
-        if st.total % self.half_life == 0:
+        if st.total >= st.next_halving:
+            st.next_halving += self.half_life
             st.counts = [c >> 1 for c in st.counts]
             st.count = sum(st.counts)
-        st.since_refresh += 1
-        if st.total < self.min_samples:
+        if st.total >= self.min_samples:
+            st.since_refresh += 1
+            if st.since_refresh >= self.refresh_every or st.total == self.min_samples:
+                st.since_refresh = 0
+                st.prediction = self._quantile_edge(st)
+        else:
             # Warming up: the declared bound, but never below the second-largest duration
             # seen (one outlier, such as a cold first call, is forgiven).
             if duration_ns > st.max1:
@@ -148,9 +155,6 @@ class Estimator:
                 seen = math.ceil(duration_ns * (1.0 + self.margin))
                 if seen > st.prediction:
                     st.prediction = seen
-        elif st.since_refresh >= self.refresh_every or st.total == self.min_samples:
-            st.since_refresh = 0
-            st.prediction = self._quantile_edge(st)
 
     def _quantile_edge(self, st: _KeyStats) -> int:
         # Walk down from the top bucket until more than (1 - q) of the mass is above.

@@ -114,6 +114,18 @@ class RanTask:
     completed_ns: int = -1
 
     def __post_init__(self) -> None:
+        slices = self.slices
+        if (  # the common, valid case in one cheap test; anything else is checked in full
+            type(self.release_ns) is int
+            and type(self.deadline_ns) is int
+            and 0 <= self.release_ns < self.deadline_ns
+            and type(slices) is tuple
+            and slices
+            and all(type(s) is Slice and s.kind is SliceKind.RAN for s in slices)
+            and self.task_id == 0
+        ):
+            self.task_id = next(_task_ids)
+            return
         _check_int("RanTask.release_ns", self.release_ns, 0)
         if self.deadline_ns is None:
             raise FieldError("RanTask.deadline_ns", "is required: radio work always has a deadline")

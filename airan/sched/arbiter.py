@@ -274,8 +274,12 @@ class Arbiter:
 
     # -- helpers the strategies use --------------------------------------------------
     def remaining_cost(self, task: RanTask) -> int:
+        """Predicted time the task's unfinished slices still need."""
         predict = self.estimator.predict
-        return sum(predict(s) for s in task.slices[task.next_index :])
+        total = 0
+        for s in task.slices[task.next_index :]:
+            total += predict(s)
+        return total
 
     def issue_radio(self, task: RanTask, stream: Stream = Stream.RADIO) -> None:
         self.radio_inflight += 1
@@ -401,6 +405,7 @@ class Arbiter:
         self.ai_open = True
         self._share_t = t_start
         now_ns = clock.now_ns
+        decisions = 0
         poll = ex.poll
         wait = ex.wait
         complete = self._complete
@@ -431,8 +436,8 @@ class Arbiter:
                 self.ai_open = False
                 if nxt is None and not tasks:
                     break
-            self.decisions += 1
-            if self.decisions & _DECISION_SAMPLE_MASK:
+            decisions += 1
+            if decisions & _DECISION_SAMPLE_MASK:
                 wake = self.strategy.dispatch(now)
             else:
                 t0 = perf()
@@ -451,6 +456,7 @@ class Arbiter:
             if now < end < wake:
                 wake = end
             wait(wake)
+        self.decisions = decisions
         # Let what is still in flight finish, so that every issued slice is accounted.
         while True:
             poll(done)
