@@ -1,3 +1,1 @@
-from setuptools import setup
-
-setup(cffi_modules=["native/edfq_build.py:ffibuilder"])
+__import__("setuptools").setup(cffi_modules=["native/edfq_build.py:ffibuilder"])

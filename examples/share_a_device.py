@@ -25,11 +25,11 @@ from collections.abc import Iterator
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from airan.core import AiJob, Estimator, Policy, RanTask, Slice, SliceKind  # noqa: E402
-from airan.sched.arbiter import Arbiter  # noqa: E402
-from airan.sched.executors import DurationDist, NumpyExecutor, SimExecutor  # noqa: E402
+from airan.core import AiJob, Estimator, Policy, RanTask, Slice, SliceKind
+from airan.sched.arbiter import Arbiter
+from airan.sched.executors import DurationDist, NumpyExecutor, SimExecutor
 
 SLOT_NS = 1_000_000
 SYMBOLS = 14

@@ -7,8 +7,9 @@ location and expressed relative to the current working directory (normally
 the project root, giving ``native/edfq.c``).
 
 Run directly (``python native/edfq_build.py``) to build the extension in
-place for development: it compiles in a temporary directory and copies the
-resulting ``_edfq*.so`` into ``airan/``, leaving no other build products.
+place for development: it compiles in a temporary directory and installs the
+module as ``airan/_edfq.abi3.so`` (the name a pip build gives it), leaving no
+other build products.
 Extra compiler/linker flags (e.g. sanitizers) can be passed through the usual
 ``CFLAGS`` / ``LDFLAGS`` environment variables.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cffi import FFI
+from cffi import FFI  # type: ignore[import-untyped,unused-ignore]
 
 NATIVE_DIR = Path(__file__).resolve().parent
 ROOT_DIR = NATIVE_DIR.parent
@@ -85,15 +86,31 @@ ffibuilder = make_ffibuilder(_relative(NATIVE_DIR, Path.cwd()))
 
 
 def _build_in_place() -> Path:
-    """Compile in a temporary directory and copy the module into ``airan/``."""
+    """Compile in a temporary directory and install the module into ``airan/``.
+
+    The module is named ``_edfq.abi3.so`` where the interpreter accepts that
+    suffix (cffi's generated code uses the limited API, as in a pip build), so
+    it replaces the file ``pip install -e .`` writes instead of shadowing it;
+    any other ``_edfq`` extension file in ``airan/`` is removed for the same
+    reason (``.cpython-3XX-*.so`` would take precedence over ``.abi3.so``).
+    """
+    import importlib.machinery
     import shutil
+    import sys
     import tempfile
 
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    package_dir = ROOT_DIR / "airan"
     with tempfile.TemporaryDirectory(prefix="edfq-build-") as tmp:
         # ffi.compile() changes into tmpdir, so use absolute source paths here.
         builder = make_ffibuilder(NATIVE_DIR.as_posix())
         built = Path(builder.compile(tmpdir=tmp, verbose=True))
-        dest = ROOT_DIR / "airan" / built.name
+        abi3 = ".abi3.so" in suffixes and not hasattr(sys, "gettotalrefcount")
+        dest = package_dir / ("_edfq.abi3.so" if abi3 else built.name)
+        for suffix in suffixes:
+            stale = package_dir / f"_edfq{suffix}"
+            if stale != dest and stale.exists():
+                stale.unlink()
         shutil.copy2(built, dest)
     return dest
 

@@ -8,6 +8,7 @@ checks after every step that both hold the same entries in the same order.
 
 from __future__ import annotations
 
+import doctest
 import enum
 import gc
 import importlib
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+import airan.sched.queue
 from airan.sched.queue import (
     SLACK_INF,
     DeadlineQueue,
@@ -518,6 +520,11 @@ def test_fill_drain_refill() -> None:
             q.push(0, 999, 0)
         assert [q.pop().task_id for _ in range(5)] == [4 + 10 * round_ - k for k in range(5)]
         assert not q
+
+
+def test_docstring_examples() -> None:
+    failed, tried = doctest.testmod(airan.sched.queue)
+    assert tried > 0 and failed == 0
 
 
 def test_many_queues_are_freed() -> None:

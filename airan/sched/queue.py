@@ -20,10 +20,12 @@ do no allocation beyond the returned tuple.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from airan._edfq import ffi, lib
+from airan.core.errors import AiranError
 
 if TYPE_CHECKING:
     from airan._edfq import _CData
@@ -71,7 +73,7 @@ _clear = lib.edfq_clear
 _slack = lib.edfq_slack
 
 
-class QueueError(Exception):
+class QueueError(AiranError):
     """Base class of the errors raised by :class:`DeadlineQueue`."""
 
 
@@ -105,6 +107,11 @@ class QueueEntry(NamedTuple):
 # tuple.__new__ builds a QueueEntry about twice as fast as QueueEntry(...),
 # whose generated __new__ is a Python function.
 _make_entry: Final[Callable[[type[QueueEntry], tuple[int, int, int]], QueueEntry]] = tuple.__new__
+
+# The C functions report an entry into a per-queue int64_t[3] buffer
+# (deadline_ns, id as uint64, cost_ns); one struct.unpack_from turns it into a
+# tuple of ints about three times faster than three cdata reads.
+_unpack_entry: Final[Callable[[Any], tuple[int, int, int]]] = struct.Struct("=qQq").unpack_from
 
 
 # ---- argument validation (slow paths: only reached for non-plain or bad values)
@@ -151,13 +158,15 @@ class DeadlineQueue:
     QueueEntry(deadline_ns=1000, task_id=1, cost_ns=300)
     """
 
-    __slots__ = ("__weakref__", "_c", "_capacity", "_d", "_id", "_q")
+    __slots__ = ("__weakref__", "_buf", "_capacity", "_out", "_pc", "_pd", "_pid", "_q")
 
     _q: _CData
-    _d: _CData
-    _id: _CData
-    _c: _CData
     _capacity: int
+    _out: _CData  # int64_t[3]: deadline_ns, id (as uint64_t), cost_ns
+    _pd: _CData  # &_out[0]
+    _pid: _CData  # (uint64_t *)&_out[1]
+    _pc: _CData  # &_out[2]
+    _buf: Any  # ffi.buffer(_out)
 
     def __init__(self, capacity: int) -> None:
         """Create an empty queue holding at most ``capacity`` (1 .. 2**32-1) tasks.
@@ -171,10 +180,12 @@ class DeadlineQueue:
             raise MemoryError(f"cannot allocate a deadline queue of capacity {capacity}")
         self._q = ffi.gc(raw, _free, size=capacity * _ENTRY_BYTES)
         self._capacity = capacity
-        # Reused output buffers for pop/peek/remove/get.
-        self._d = ffi.new("int64_t *")
-        self._id = ffi.new("uint64_t *")
-        self._c = ffi.new("int64_t *")
+        # Output buffer reused by pop/peek/remove/entries.
+        self._out = ffi.new("int64_t[3]")
+        self._pd = self._out + 0
+        self._pid = ffi.cast("uint64_t *", self._out + 1)
+        self._pc = self._out + 2
+        self._buf = ffi.buffer(self._out)
 
     # ---- hot path ---------------------------------------------------------
 
@@ -197,15 +208,15 @@ class DeadlineQueue:
 
     def pop(self) -> QueueEntry:
         """Remove and return the earliest-deadline task (:class:`QueueEmptyError` if none)."""
-        if _pop(self._q, self._d, self._id, self._c):
+        if _pop(self._q, self._pd, self._pid, self._pc):
             raise QueueEmptyError("pop from an empty deadline queue")
-        return _make_entry(QueueEntry, (self._d[0], self._id[0], self._c[0]))
+        return _make_entry(QueueEntry, _unpack_entry(self._buf))
 
     def peek(self) -> QueueEntry:
         """Return the earliest-deadline task, leaving it queued (QueueEmptyError if none)."""
-        if _peek(self._q, self._d, self._id, self._c):
+        if _peek(self._q, self._pd, self._pid, self._pc):
             raise QueueEmptyError("peek at an empty deadline queue")
-        return _make_entry(QueueEntry, (self._d[0], self._id[0], self._c[0]))
+        return _make_entry(QueueEntry, _unpack_entry(self._buf))
 
     def update_cost(self, task_id: int, cost_ns: int) -> None:
         """Set the predicted remaining cost of a queued task; its place is unchanged.
@@ -252,10 +263,11 @@ class DeadlineQueue:
         """
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
             task_id = _checked_task_id(task_id)
-        rc = _remove(self._q, task_id, self._d, self._c)
+        rc = _remove(self._q, task_id, self._pd, self._pc)
         if rc:
             raise self._error(rc, task_id, None)
-        return _make_entry(QueueEntry, (self._d[0], task_id, self._c[0]))
+        deadline_ns, _, cost_ns = _unpack_entry(self._buf)
+        return _make_entry(QueueEntry, (deadline_ns, task_id, cost_ns))
 
     def clear(self) -> None:
         """Drop every queued task."""
@@ -278,11 +290,11 @@ class DeadlineQueue:
 
     def entries(self) -> list[QueueEntry]:
         """Snapshot of the queued tasks in queue order (head first). O(n)."""
-        q, d, i, c = self._q, self._d, self._id, self._c
+        q, pd, pid, pc, buf = self._q, self._pd, self._pid, self._pc, self._buf
         out: list[QueueEntry] = []
         for index in range(_len(q)):
-            _get(q, index, d, i, c)
-            out.append(_make_entry(QueueEntry, (d[0], i[0], c[0])))
+            _get(q, index, pd, pid, pc)
+            out.append(_make_entry(QueueEntry, _unpack_entry(buf)))
         return out
 
     def __repr__(self) -> str:
