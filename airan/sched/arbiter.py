@@ -230,7 +230,7 @@ class Arbiter:
         self.estimator = estimator if estimator is not None else Estimator()
         #: released, unfinished radio tasks (EDF order)
         self.ready = DeadlineQueue(queue_capacity)
-        #: announced or released, unfinished radio tasks: whose slack AI must respect
+        #: announced radio tasks not yet released: whose slack AI must respect
         self.known = DeadlineQueue(queue_capacity)
         self.tasks: dict[int, RanTask] = {}
         self.jobs: list[AiJob] = []
@@ -295,7 +295,6 @@ class Arbiter:
                 self.issue_radio(task)
                 return True
             ready.pop()
-            self.known.remove(tid)
             del self.tasks[tid]
             self.misses += 1
             self.dropped += 1
@@ -341,6 +340,10 @@ class Arbiter:
         self.tasks[task.task_id] = task
         self.known.push(task.deadline_ns, task.task_id, self.remaining_cost(task))
 
+    def _release(self, task: RanTask) -> None:
+        self.known.remove(task.task_id)
+        self.strategy.on_release(task)
+
     def _complete(self, c: Completion) -> None:
         tag, _stream, start, end = c
         dur = end - start
@@ -353,16 +356,13 @@ class Arbiter:
             if task.task_id not in self.tasks:  # dropped meanwhile (cannot happen in EDF)
                 return
             if task.next_index < len(task.slices):
-                remaining = self.remaining_cost(task)
-                self.known.update_cost(task.task_id, remaining)
-                self.strategy.on_radio_progress(task, remaining)
+                self.strategy.on_radio_progress(task, self.remaining_cost(task))
                 return
             task.completed_ns = end
             self.latencies.append(end - task.release_ns)
             if end > task.deadline_ns:
                 self.misses += 1
             self.tasks_ended += 1
-            self.known.remove(task.task_id)
             del self.tasks[task.task_id]
             self.strategy.on_radio_finished(task)
         else:
@@ -426,7 +426,7 @@ class Arbiter:
                 announced.append(nxt)
                 nxt = next(it, None)
             while announced and announced[0].release_ns <= now:
-                self.strategy.on_release(announced.popleft())
+                self._release(announced.popleft())
             poll(done)
             if done:
                 for c in done:
@@ -449,10 +449,12 @@ class Arbiter:
                     self._progress(self._snapshot(now - t_start, duration_ns))
             if now >= end and nxt is None and not tasks:
                 break  # the strategy dropped the last late tasks
+            # Wake for releases only: announcing work changes no decision by itself
+            # (it can only shrink the slack that the next AI admission checks).
             if announced and announced[0].release_ns < wake:
                 wake = announced[0].release_ns
-            if nxt is not None and nxt.release_ns - self.lookahead_ns < wake:
-                wake = max(nxt.release_ns - self.lookahead_ns, now)
+            if nxt is not None and nxt.release_ns < wake:
+                wake = nxt.release_ns
             if now < end < wake:
                 wake = end
             wait(wake)
