@@ -6,7 +6,6 @@ import argparse
 import multiprocessing as mp
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,8 +86,8 @@ def _policy(args: argparse.Namespace) -> Policy:
     return Policy.parse(data, where="policy")
 
 
-def _workload(args: argparse.Namespace, default_slot_us: float) -> SyntheticConfig:
-    data: dict[str, object] = {"slot_us": default_slot_us}
+def _workload(args: argparse.Namespace, default_slot_us: float | None) -> SyntheticConfig:
+    data: dict[str, object] = {} if default_slot_us is None else {"slot_us": default_slot_us}
     data.update({k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None})
     return SyntheticConfig.parse(data, where="workload")
 
@@ -126,10 +125,22 @@ def summary_table(report: RunReport) -> Table:
     return t
 
 
+def _check_json_path(path: Path | None) -> None:
+    """Refuse an unwritable ``--json`` path before the run, not after it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise FieldError("--json", f"{path} is a directory; give a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FieldError("--json", f"the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise FieldError("--json", f"{path} is not writable")
+
+
 def _finish(report: RunReport, args: argparse.Namespace, console: Console) -> int:
     console.print(summary_table(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(report.to_json() + "\n")
         console.print(f"run report written to {args.json}")
     return 0
@@ -140,6 +151,7 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
 
     policy = _policy(args)
     cfg = _workload(args, 500.0)
+    _check_json_path(args.json)
     console.print(f"[dim]{SYNTHETIC_NOTE}; virtual time[/dim]")
     with Progress(
         TextColumn("simulating {task.fields[policy]}"),
@@ -167,9 +179,10 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
     try:
         backend = select_backend(params["backend"])
         policy = Policy.model_validate(params["policy"])
-        cfg = SyntheticConfig.model_validate(params["workload"]) if params["workload"] else None
-        if cfg is None:
-            cfg = SyntheticConfig(slot_us=500.0 if backend.name == "cupy" else 1000.0)
+        workload = dict(params["workload"])
+        # A CPU is both host and device: a 1 ms slot (numerology 0) leaves it headroom.
+        workload.setdefault("slot_us", 500.0 if backend.name == "cupy" else 1000.0)
+        cfg = SyntheticConfig.parse(workload, where="workload")
         conn.send(("start", backend.name, backend.device, cfg.slot_us))
 
         def progress(p: RunProgress) -> None:
@@ -181,18 +194,20 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
         report = run_on_device(backend, params["seconds"], policy, params["seed"], cfg, progress)
         conn.send(("report", report.to_json()))
     except FieldError as e:
-        conn.send(("error", str(e)))
+        conn.send(("error", "field", e.field, e.reason))
     except Exception as e:  # report, never hang the parent
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", "runtime", type(e).__name__, str(e)))
 
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     if not 0 < args.seconds <= 86_400:
         raise FieldError("--seconds", f"must be in (0, 86400], got {args.seconds}")
     policy = _policy(args)
-    workload = None
-    if any(getattr(args, k) is not None for k in _WORKLOAD_FLAGS):
-        workload = _workload(args, args.slot_us or 1000.0).model_dump()
+    _check_json_path(args.json)
+    # Validated here (bad flags fail before anything starts); the slot length, unless
+    # given, is chosen in the child once the backend is known.
+    _workload(args, 1000.0)
+    workload = {k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None}
     params = {
         "backend": args.backend,
         "policy": policy.model_dump(),
@@ -242,7 +257,9 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error: the demo process ended without a report (exit {proc.exitcode})")
         return 1
     if msg[0] == "error":
-        raise FieldError("demo", msg[1]) if msg[1].startswith("--") else RuntimeError(msg[1])
+        if msg[1] == "field":
+            raise FieldError(msg[2], msg[3])
+        raise RuntimeError(f"{msg[2]}: {msg[3]}")
     return _finish(RunReport.model_validate_json(msg[1]), args, console)
 
 
@@ -250,7 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(stderr=False)
-    t0 = time.perf_counter()
     try:
         if args.command == "simulate":
             return _cmd_simulate(args, console)
@@ -261,8 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"airan {args.command}: error: {e}", file=sys.stderr)
         return 1
-    finally:
-        del t0
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ def test_simulate_policy_and_load_flags(tmp_path: Path) -> None:
         (["simulate", "--radio-load", "1.5"], "workload.radio_load"),
         (["simulate", "--radio-load", "0.95", "--burst-load", "0.9"], "burst_load"),
         (["demo", "--seconds", "-1"], "--seconds"),
+        (["simulate", "--slots", "10", "--json", "/"], "--json: / is a directory"),
+        (["demo", "--json", "/no/such/folder/r.json"], "--json: the folder /no/such/folder"),
+        (["simulate", "--ai-share-cap", "0.001"], "share_window_us"),
         (["demo", "--backend", "tpu"], "--backend: invalid choice"),
     ],
 )

@@ -9,8 +9,9 @@ the upper edge of the bucket holding the ``quantile`` (p99.9 by default), times
 declared bound (:attr:`Slice.bound_ns`) is used instead.
 
 Old behaviour is forgotten gradually: every ``half_life`` observations of a key, its
-counts are halved, so the estimate follows a device whose speed drifts (clock
-throttling, a neighbour's load) while keeping at least ``half_life`` recent samples.
+(fractional) counts are halved, so the estimate follows a device whose speed drifts
+(clock throttling, a neighbour's load) while the sparse tail buckets that hold the
+p99.9 keep their weight relative to the rest.
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ _RATIO = 1.02
 _LOG_RATIO = math.log(_RATIO)
 _INV_LOG_RATIO = 1.0 / _LOG_RATIO
 _NBUCKETS = 1400  # 1.02**1400 ns ~ 1e12 ns: covers durations up to ~17 minutes
-
-
-def _bucket(duration_ns: int) -> int:
-    if duration_ns <= 1:
-        return 0
-    b = int(math.log(duration_ns) * _INV_LOG_RATIO) + 1
-    return b if b < _NBUCKETS else _NBUCKETS - 1
 
 
 def _upper_edge(bucket: int) -> int:
@@ -53,9 +47,9 @@ class _KeyStats:
     )
 
     def __init__(self, bound_ns: int, half_life: int) -> None:
-        self.counts = [0] * _NBUCKETS
+        self.counts = [0.0] * _NBUCKETS
         self.next_halving = half_life
-        self.count = 0  # weighted count (after halvings)
+        self.count = 0.0  # weighted count (halved with the buckets)
         self.total = 0  # every observation ever
         self.lo = _NBUCKETS
         self.hi = -1
@@ -92,9 +86,10 @@ class Estimator:
             raise FieldError("Estimator.margin", f"must be in [0, 10], got {margin!r}")
         if min_samples < 1:
             raise FieldError("Estimator.min_samples", f"must be >= 1, got {min_samples!r}")
-        if half_life < min_samples:
+        if half_life < 2 * min_samples:
             raise FieldError(
-                "Estimator.half_life", f"must be >= min_samples ({min_samples}), got {half_life!r}"
+                "Estimator.half_life",
+                f"must be >= 2 x min_samples ({2 * min_samples}), got {half_life!r}",
             )
         if refresh_every < 1:
             raise FieldError("Estimator.refresh_every", f"must be >= 1, got {refresh_every!r}")
@@ -138,8 +133,8 @@ class Estimator:
             st.hi = b
         if st.total >= st.next_halving:
             st.next_halving += self.half_life
-            st.counts = [c >> 1 for c in st.counts]
-            st.count = sum(st.counts)
+            st.counts = [c * 0.5 for c in st.counts]
+            st.count *= 0.5
         if st.total >= self.min_samples:
             st.since_refresh += 1
             if st.since_refresh >= self.refresh_every or st.total == self.min_samples:
@@ -159,7 +154,7 @@ class Estimator:
     def _quantile_edge(self, st: _KeyStats) -> int:
         # Walk down from the top bucket until more than (1 - q) of the mass is above.
         tail = (1.0 - self.quantile) * st.count
-        above = 0
+        above = 0.0
         counts = st.counts
         b = st.hi
         while b > st.lo:

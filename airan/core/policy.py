@@ -28,16 +28,21 @@ class Policy(BaseModel):
     )
     max_ai_slice_us: float = Field(
         200.0,
-        gt=0.0,
+        ge=1.0,
         le=100_000.0,
         description="Largest AI slice (prediction plus guard) the arbiter issues: the "
         "blocking term of the radio's schedulability test.",
     )
     ai_share_cap: float = Field(
-        1.0, ge=0.0, le=1.0, description="Largest share of device time AI may use."
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of device time AI may use (1: no cap, 0: no AI). A token "
+        "bucket filled at this rate, holding at most ai_share_cap x share_window_us: over "
+        "any interval T, AI gets at most ai_share_cap x (T + share_window_us) plus one slice.",
     )
     share_window_us: float = Field(
-        10_000.0, gt=0.0, le=10_000_000.0, description="Window over which the AI share cap holds."
+        10_000.0, ge=100.0, le=10_000_000.0, description="Burst allowance of the AI share cap."
     )
     lookahead_us: float = Field(
         500.0,
@@ -47,7 +52,7 @@ class Policy(BaseModel):
         "slack an AI slice must leave intact. Predictions are high quantiles, so their "
         "sum over a long horizon is pessimistic: one slot is the default.",
     )
-    tdm_period_us: float = Field(500.0, gt=0.0, le=1_000_000.0, description="TDM frame length.")
+    tdm_period_us: float = Field(500.0, ge=10.0, le=1_000_000.0, description="TDM frame length.")
     tdm_radio_share: float = Field(
         0.7, gt=0.0, lt=1.0, description="Share of each TDM frame reserved for the radio."
     )
@@ -61,6 +66,14 @@ class Policy(BaseModel):
             raise ValueError(
                 f"guard_us ({self.guard_us}) must be smaller than max_ai_slice_us "
                 f"({self.max_ai_slice_us}), or no AI slice could ever be admitted"
+            )
+        if 0.0 < self.ai_share_cap < 1.0 and (
+            self.ai_share_cap * self.share_window_us < self.max_ai_slice_us
+        ):
+            raise ValueError(
+                f"ai_share_cap x share_window_us ({self.ai_share_cap * self.share_window_us:g} "
+                f"us) must hold at least one max_ai_slice_us ({self.max_ai_slice_us:g} us), "
+                "or the largest AI slices could never be admitted: lengthen share_window_us"
             )
         return self
 

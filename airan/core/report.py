@@ -48,7 +48,11 @@ class RanSection(BaseModel):
     dropped: int = Field(0, description="Tasks abandoned because their deadline had passed.")
     deadline_met_ratio: float = 1.0
     busy_ratio: float = 0.0
-    latency_us: LatencyStats = Field(default_factory=LatencyStats)
+    latency_us: LatencyStats = Field(
+        default_factory=LatencyStats,
+        description="Release to completion of the tasks that completed (dropped ones are "
+        "counted in misses and dropped, not here).",
+    )
 
 
 class TenantUsage(BaseModel):
@@ -71,6 +75,9 @@ class AiSection(BaseModel):
         0, description="Decisions at which the next AI slice was predicted over the largest slice."
     )
     overruns: int = Field(0, description="AI slices that ran longer than prediction plus guard.")
+    failed_jobs: list[str] = Field(
+        default_factory=list, description="AI jobs that failed (isolated; the radio went on)."
+    )
     tenants: dict[str, TenantUsage] = Field(default_factory=dict)
 
 

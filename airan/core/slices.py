@@ -186,6 +186,7 @@ class AiJob:
         "_it",
         "_next",
         "busy_ns",
+        "error",
         "job_id",
         "priority",
         "slices_done",
@@ -222,22 +223,35 @@ class AiJob:
         self.job_id = next(AiJob._ids)
         self._next: Slice | None = None
         self._exhausted = False
+        self.error: str | None = None
         self.busy_ns = 0
         self.tokens = 0
         self.slices_done = 0
 
     def peek(self) -> Slice | None:
-        """The next slice, without taking it; ``None`` once the job is done."""
+        """The next slice, without taking it; ``None`` once the job is done.
+
+        A source that raises, or yields something other than an AI slice, ends the
+        job with :attr:`error` set: one failing job never stops the radio or the other
+        jobs."""
         if self._next is None and not self._exhausted:
-            s = next(self._it, None)
+            try:
+                s = next(self._it, None)
+            except Exception as exc:
+                self._fail(f"the job's source raised {type(exc).__name__}: {exc}")
+                return None
             if s is None:
                 self._exhausted = True
                 return None
-            if not isinstance(s, Slice) or s.kind is not SliceKind.AI:
-                self._exhausted = True
-                raise FieldError(f"AiJob[{self.job_id}].slice", f"must be an AI Slice, got {s!r}")
+            if type(s) is not Slice or s.kind is not SliceKind.AI:
+                self._fail(f"the job's source yielded {s!r}, not an AI Slice")
+                return None
             self._next = s
         return self._next
+
+    def _fail(self, reason: str) -> None:
+        self._exhausted = True
+        self.error = f"AiJob[{self.job_id}] (tenant {self.tenant}): {reason}"
 
     def take(self) -> Slice:
         """Take the slice :meth:`peek` returned."""

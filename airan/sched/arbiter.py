@@ -5,9 +5,10 @@ announced or released, a slice completed, a timer) the loop asks the strategy ch
 by ``Policy.name`` what to issue next:
 
 ``airan``
-    Radio first, always: while radio work is released and unfinished, the radio
-    slice of the earliest deadline is issued (EDF at slice boundaries). AI is issued
-    only when no radio work is pending or running, at most one AI slice at a time, and
+    Radio first, always: at each slice boundary, while radio work is released and
+    unfinished, the radio slice of the earliest deadline is issued (EDF at slice
+    boundaries; nothing is queued behind a running slice). AI is issued only when no
+    radio work is pending or running, at most one AI slice at a time, and
     only if the slice's predicted high-quantile duration plus ``guard_us``
     (a) is at most ``max_ai_slice_us`` and (b) fits in the slack of the radio work
     already announced (slot indications arrive ``lookahead_us`` ahead), and the AI
@@ -26,8 +27,9 @@ The guarantee (``docs/guarantee.md``; tested in ``tests/test_guarantee.py``): wi
 ``B = max(max_ai_slice, largest radio slice)`` and every admitted AI slice ends within
 its budget (prediction plus guard), no radio deadline is missed, whatever the AI load.
 The proof is the classic EDF processor-demand argument with one blocking: AI never
-starts while radio work is pending, so in any busy period of radio work with deadlines
-up to ``d`` at most one non-radio slice (started before the period) runs.
+starts while radio work is pending and nothing is queued behind a running slice, so
+in any busy period of radio work with deadlines up to ``d`` at most one other slice
+(started before the period) runs.
 
 Late radio work is worthless to the air interface (a slot not ready at its air time
 is lost), so the EDF strategies drop a task whose deadline has passed before its next
@@ -57,7 +59,7 @@ from airan.core.report import (
 )
 from airan.core.slices import AiJob, RanTask, Slice
 from airan.sched.executors import NEVER, Completion, Executor, Stream
-from airan.sched.queue import DeadlineQueue
+from airan.sched.queue import DeadlineQueue, QueueFullError
 
 _DECISION_SAMPLE_MASK = 7  # time one decision in 8
 
@@ -121,11 +123,15 @@ class AiranStrategy(Strategy):
 
     def dispatch(self, now: int) -> int:
         arb = self.arb
-        if arb.radio_inflight:
+        # Nothing is issued while a slice runs: a slice queued behind a running one is
+        # committed, and a radio task released meanwhile with an earlier deadline would
+        # be blocked twice (by the AI slice, then by the queued one). At each slice
+        # boundary the earliest deadline goes first.
+        if arb.radio_inflight or arb.ai_inflight:
             return NEVER
         if arb.ready and arb.issue_edf(now):
             return NEVER
-        if arb.ai_inflight or not arb.ai_open:
+        if not arb.ai_open:
             return NEVER
         guard = arb.guard_ns
         for job in arb.jobs:
@@ -202,9 +208,11 @@ class TdmStrategy(Strategy):
             if s is None:
                 continue
             budget = arb.estimator.predict(s) + guard
-            if budget <= arb.max_ai_slice_ns and now + budget <= frame_end:
+            if budget > arb.max_ai_slice_ns:
+                arb.refused_oversize += 1
+            elif now + budget <= frame_end:
                 arb.issue_ai(job, budget)
-            break
+                break
         return frame_end
 
 
@@ -226,6 +234,14 @@ class Arbiter:
         progress: Callable[[Progress], None] | None = None,
         progress_every_s: float = 0.2,
     ) -> None:
+        if isinstance(queue_capacity, bool) or not isinstance(queue_capacity, int):
+            raise FieldError("queue_capacity", f"must be an integer, got {queue_capacity!r}")
+        if not 1 <= queue_capacity <= 1 << 24:
+            raise FieldError("queue_capacity", f"must be in [1, 2**24], got {queue_capacity}")
+        if not isinstance(progress_every_s, int | float) or not 0.001 <= progress_every_s <= 3600:
+            raise FieldError(
+                "progress_every_s", f"must be in [0.001, 3600] seconds, got {progress_every_s!r}"
+            )
         self.executor = executor
         self.estimator = estimator if estimator is not None else Estimator()
         #: released, unfinished radio tasks (EDF order)
@@ -237,6 +253,8 @@ class Arbiter:
         self.radio_inflight = 0
         self.ai_inflight = 0
         self.ai_open = True
+        self._running = False
+        self._share_t = 0
         self._progress = progress
         self._progress_every_ns = int(progress_every_s * 1e9)
         self.set_policy(policy if policy is not None else Policy())
@@ -244,9 +262,21 @@ class Arbiter:
 
     # -- configuration -------------------------------------------------------------
     def set_policy(self, policy: Policy) -> None:
-        """Switch to ``policy``; takes effect at the next decision."""
+        """Switch to ``policy``; takes effect at the next decision.
+
+        The knobs may change at any time (E2 control, O1). The strategy
+        (``policy.name``) may not change while a run is in progress: each strategy
+        keeps its own view of the radio work in flight.
+        """
         if not isinstance(policy, Policy):
             raise FieldError("policy", f"must be a Policy, got {policy!r}")
+        old = getattr(self, "policy", None)
+        if old is not None and old.name != policy.name and self._running:
+            raise FieldError(
+                "policy.name",
+                f"cannot change the strategy from {old.name!r} to {policy.name!r} "
+                "while a run is in progress (the knobs can change)",
+            )
         self.policy = policy
         self.guard_ns = policy.ns("guard_us")
         self.max_ai_slice_ns = policy.ns("max_ai_slice_us")
@@ -255,9 +285,12 @@ class Arbiter:
         self.tdm_radio_ns = round(self.tdm_period_ns * policy.tdm_radio_share)
         self.share_cap = policy.ai_share_cap
         self._share_window_ns = policy.ns("share_window_us")
-        self._share_budget = self.share_cap * self._share_window_ns
-        self._share_t = 0
-        self.strategy: Strategy = STRATEGIES[policy.name](self)
+        # The token bucket keeps what it holds across knob changes, within its new size.
+        self._share_budget = min(
+            getattr(self, "_share_budget", 0.0), self.share_cap * self._share_window_ns
+        )
+        if old is None or old.name != policy.name:
+            self.strategy: Strategy = STRATEGIES[policy.name](self)
 
     def add_job(self, job: AiJob) -> None:
         """Give the arbiter an AI job; higher priority classes are served first."""
@@ -307,7 +340,12 @@ class Arbiter:
         self.executor.submit(s, stream, (job, s, budget_ns))
 
     def share_gate(self, now: int, need_ns: int) -> int:
-        """Token bucket of the AI share cap: when ``need_ns`` of AI time is allowed."""
+        """Token bucket of the AI share cap: when ``need_ns`` of AI time is allowed.
+
+        The bucket fills at ``ai_share_cap`` ns per ns, holds at most
+        ``ai_share_cap * share_window_us`` and starts empty, and each AI slice takes its
+        actual duration out of it: over any interval T, AI gets at most
+        ``cap * (T + window)`` plus one slice."""
         cap = self.share_cap
         if cap <= 0.0:
             return NEVER
@@ -331,14 +369,29 @@ class Arbiter:
         self.refused_oversize = 0
         self.decisions = 0
         self.latencies = array("q")
+        for job in getattr(self, "jobs", ()):
+            job.busy_ns = job.tokens = job.slices_done = 0
         self.decision_ns = array("q")
         self.elapsed_ns = 0
 
     def _announce(self, task: RanTask) -> None:
+        if not isinstance(task, RanTask):
+            raise FieldError("radio", f"must yield RanTask objects, got {task!r}")
         if task.task_id in self.tasks:
             raise FieldError("RanTask.task_id", f"{task.task_id} is already in use")
+        if task.next_index or task.completed_ns >= 0:
+            raise FieldError(
+                "RanTask", f"task {task.task_id} has already run: make new tasks for each run"
+            )
+        try:
+            self.known.push(task.deadline_ns, task.task_id, self.remaining_cost(task))
+        except QueueFullError:
+            raise FieldError(
+                "queue_capacity",
+                f"{self.known.capacity} radio tasks are already announced: raise "
+                "Arbiter(queue_capacity=...) or shorten policy.lookahead_us",
+            ) from None
         self.tasks[task.task_id] = task
-        self.known.push(task.deadline_ns, task.task_id, self.remaining_cost(task))
 
     def _release(self, task: RanTask) -> None:
         self.known.remove(task.task_id)
@@ -353,8 +406,6 @@ class Arbiter:
             self.radio_busy_ns += dur
             self.estimator.record(task.slices[task.next_index], dur)
             task.next_index += 1
-            if task.task_id not in self.tasks:  # dropped meanwhile (cannot happen in EDF)
-                return
             if task.next_index < len(task.slices):
                 self.strategy.on_radio_progress(task, self.remaining_cost(task))
                 return
@@ -387,9 +438,24 @@ class Arbiter:
         Tasks released at or after the end are not run. Counters accumulate in the
         arbiter; :meth:`report` turns them into a :class:`RunReport`.
         """
-        if isinstance(duration_ns, bool) or not isinstance(duration_ns, int) or duration_ns <= 0:
+        if (
+            isinstance(duration_ns, bool)
+            or not isinstance(duration_ns, int)
+            or not 0 < duration_ns < NEVER // 4
+        ):
             raise FieldError("duration_ns", f"must be a positive integer, got {duration_ns!r}")
         self._reset_counters()
+        self.tasks.clear()
+        self.ready.clear()
+        self.known.clear()
+        self.radio_inflight = self.ai_inflight = 0
+        self._running = True
+        try:
+            self._run(radio, duration_ns)
+        finally:
+            self._running = False
+
+    def _run(self, radio: Iterable[RanTask], duration_ns: int) -> None:
         ex = self.executor
         clock = ex.clock
         t_start = clock.now_ns()
@@ -404,6 +470,7 @@ class Arbiter:
         next_progress = perf() + self._progress_every_ns
         self.ai_open = True
         self._share_t = t_start
+        self._share_budget = 0.0
         now_ns = clock.now_ns
         decisions = 0
         poll = ex.poll
@@ -412,11 +479,17 @@ class Arbiter:
         while True:
             now = now_ns()
             horizon = now + self.lookahead_ns
-            while nxt is not None and nxt.release_ns <= horizon:
+            while nxt is not None and (nxt.release_ns <= horizon or nxt.release_ns >= end):
                 if nxt.release_ns >= end:
                     nxt = None
                     break
                 if nxt.release_ns < last_release:
+                    if last_release == t_start:
+                        raise FieldError(
+                            "RanTask.release_ns",
+                            f"{nxt.release_ns} is before the run's start ({t_start}) on the "
+                            "executor's clock",
+                        )
                     raise FieldError(
                         "RanTask.release_ns",
                         f"tasks must come in release order: {nxt.release_ns} after {last_release}",
@@ -526,6 +599,7 @@ class Arbiter:
                 tokens_per_s=self.ai_tokens / (elapsed / 1e9),
                 refused_oversize=self.refused_oversize,
                 overruns=self.overruns,
+                failed_jobs=[j.error for j in self.jobs if j.error is not None],
                 tenants=tenants,
             ),
             arbiter=ArbiterSection(decisions=self.decisions, decision_us=decision),

@@ -132,7 +132,8 @@ class SimExecutor:
         self._start = 0
         self._end = -1  # -1: idle
 
-    def _draw(self, key: SliceKey) -> int:
+    def _sampler(self, key: SliceKey) -> _Sampler:
+        """The key's sampler, made on first use, with a non-empty buffer."""
         smp = self._samplers.get(key)
         if smp is None:
             dist = self._profile.get(key)
@@ -142,17 +143,14 @@ class SimExecutor:
             smp = self._samplers[key] = _Sampler(dist, np.random.default_rng(ss))
         if smp.pos >= len(smp.buf):
             smp.refill()
-        v = smp.buf[smp.pos]
-        smp.pos += 1
-        return v
+        return smp
 
     def submit(self, s: Slice, stream: Stream, tag: object) -> None:
         smp = self._samplers.get(s.key)
-        if smp is not None and smp.pos < len(smp.buf):
-            d = smp.buf[smp.pos]
-            smp.pos += 1
-        else:
-            d = self._draw(s.key)
+        if smp is None or smp.pos >= len(smp.buf):
+            smp = self._sampler(s.key)
+        d = smp.buf[smp.pos]
+        smp.pos += 1
         if self._end < 0:
             t = self.clock.t
             self._tag, self._stream, self._start, self._end = tag, stream, t, t + d
