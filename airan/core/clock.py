@@ -25,8 +25,12 @@ class WallClock:
     def now_ns(self) -> int:
         return time.perf_counter_ns() - self._origin
 
-    def sleep_until(self, t_ns: int, spin_ns: int = 200_000) -> None:
-        """Sleep until ``t_ns``; the last ``spin_ns`` are spent polling for precision."""
+    def sleep_until(self, t_ns: int, spin_ns: int = 1_000_000) -> None:
+        """Sleep until ``t_ns``; the last ``spin_ns`` are spent polling for precision.
+
+        A sleeping thread can wake up a millisecond late on a loaded or virtualised
+        host, which a radio cannot afford: like a DU's polling cores, the loop spins
+        through the last millisecond before the next event."""
         remaining = t_ns - self.now_ns()
         if remaining > spin_ns:
             time.sleep((remaining - spin_ns) / 1e9)
