@@ -133,24 +133,18 @@ class AiranStrategy(Strategy):
             return NEVER
         if not arb.ai_open:
             return NEVER
-        guard = arb.guard_ns
-        for job in arb.jobs:
-            s = job.peek()
-            if s is None:
-                continue
-            budget = arb.estimator.predict(s) + guard
-            if budget > arb.max_ai_slice_ns:
-                arb.refused_oversize += 1
-                continue
-            # Announced radio work must keep its slack (the ready queue is empty here).
-            if budget > arb.known.slack(now):
-                return NEVER
-            if arb.share_cap < 1.0:
-                wait_until = arb.share_gate(now, budget)
-                if wait_until > now:
-                    return wait_until
-            arb.issue_ai(job, budget)
+        pick = arb.pick_ai()
+        if pick is None:
             return NEVER
+        job, budget = pick
+        # Announced radio work must keep its slack (the ready queue is empty here).
+        if budget > arb.known.slack(now):
+            return NEVER
+        if arb.share_cap < 1.0:
+            wait_until = arb.share_gate(now, budget)
+            if wait_until > now:
+                return wait_until
+        arb.issue_ai(job, budget)
         return NEVER
 
 
@@ -202,17 +196,9 @@ class TdmStrategy(Strategy):
         frame_end = frame + period
         if arb.radio_inflight or arb.ai_inflight or not arb.ai_open:
             return frame_end
-        guard = arb.guard_ns
-        for job in arb.jobs:
-            s = job.peek()
-            if s is None:
-                continue
-            budget = arb.estimator.predict(s) + guard
-            if budget > arb.max_ai_slice_ns:
-                arb.refused_oversize += 1
-            elif now + budget <= frame_end:
-                arb.issue_ai(job, budget)
-                break
+        pick = arb.pick_ai()
+        if pick is not None and now + pick[1] <= frame_end:
+            arb.issue_ai(*pick)
         return frame_end
 
 
@@ -333,6 +319,21 @@ class Arbiter:
             self.dropped += 1
             self.tasks_ended += 1
         return False
+
+    def pick_ai(self) -> tuple[AiJob, int] | None:
+        """The first AI job (by priority) whose next slice, predicted plus the guard,
+        fits in the largest AI slice, with that budget; jobs whose next slice does not
+        fit are passed over (and counted in ``ai.refused_oversize``)."""
+        guard = self.guard_ns
+        for job in self.jobs:
+            s = job.peek()
+            if s is None:
+                continue
+            budget = self.estimator.predict(s) + guard
+            if budget <= self.max_ai_slice_ns:
+                return job, budget
+            self.refused_oversize += 1
+        return None
 
     def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
         s = job.take()

@@ -109,7 +109,19 @@ class _Sampler:
         self.pos = 0
 
 
-class SimExecutor:
+class _Completions:
+    """Completed slices waiting for :meth:`poll`."""
+
+    def __init__(self) -> None:
+        self._done: list[Completion] = []
+
+    def poll(self, out: list[Completion]) -> None:
+        if self._done:
+            out.extend(self._done)
+            self._done.clear()
+
+
+class SimExecutor(_Completions):
     """A simulated device in virtual time.
 
     Each slice's duration is drawn from ``profile[slice.key]``, from a random stream
@@ -120,13 +132,13 @@ class SimExecutor:
     backend = "sim"
 
     def __init__(self, profile: Mapping[SliceKey, DurationDist], seed: int = 0) -> None:
+        super().__init__()
         self.device = "virtual device"
         self.clock: VirtualClock = VirtualClock()
         self._profile = dict(profile)
         self._seed = seed
         self._samplers: dict[SliceKey, _Sampler] = {}
         self._queues: tuple[deque[tuple[object, int, int]], ...] = (deque(), deque(), deque())
-        self._done: list[Completion] = []
         self._tag: object = None
         self._stream = 0
         self._start = 0
@@ -157,11 +169,6 @@ class SimExecutor:
         else:
             self._queues[stream].append((tag, int(stream), d))
 
-    def poll(self, out: list[Completion]) -> None:
-        if self._done:
-            out.extend(self._done)
-            self._done.clear()
-
     def wait(self, until_ns: int) -> None:
         if self._done:
             return
@@ -188,7 +195,7 @@ class SimExecutor:
         pass
 
 
-class NumpyExecutor:
+class NumpyExecutor(_Completions):
     """The CPU as the device, on the wall clock.
 
     ``submit`` only queues the slice, like a launch on a device queue; ``wait`` runs
@@ -202,20 +209,15 @@ class NumpyExecutor:
     def __init__(self, device: str | None = None) -> None:
         import platform
 
+        super().__init__()
         self.device = device or f"CPU ({platform.processor() or platform.machine()})"
         self.clock: Clock = WallClock()
         self._queues: tuple[deque[tuple[Slice, int, object]], ...] = (deque(), deque(), deque())
-        self._done: list[Completion] = []
 
     def submit(self, s: Slice, stream: Stream, tag: object) -> None:
         if s.work is None:
             raise FieldError("Slice.work", f"slice {s.op!r} has no work to run on the CPU")
         self._queues[stream].append((s, int(stream), tag))
-
-    def poll(self, out: list[Completion]) -> None:
-        if self._done:
-            out.extend(self._done)
-            self._done.clear()
 
     def wait(self, until_ns: int) -> None:
         if self._done:
