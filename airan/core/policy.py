@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -9,6 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from airan.core.errors import FieldError
 
 PolicyName = Literal["airan", "exclusive", "fifo", "tdm"]
+TENANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
+
+class TenantPolicy(BaseModel):
+    """How one AI tenant shares the device time the radio leaves.
+
+    ``weight``: share among tenants that all want more (weighted fair queueing on
+    device time). ``quota_us_per_s``: the most device time the tenant may use, in µs
+    per second (a token bucket holding ``share_window_us`` worth); ``None``: no
+    quota. ``paused``: issue none of its slices (what a RIC's control can set).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: float = Field(1.0, gt=0.0, le=1e6)
+    quota_us_per_s: float | None = Field(None, gt=0.0, le=1e6)
+    paused: bool = False
 POLICY_NAMES: tuple[PolicyName, ...] = ("airan", "exclusive", "fifo", "tdm")
 
 
@@ -59,9 +77,20 @@ class Policy(BaseModel):
     fifo_depth: int = Field(
         4, ge=1, le=1024, description="AI slices a naive FIFO keeps queued on the device."
     )
+    tenants: dict[str, TenantPolicy] = Field(
+        default_factory=dict,
+        description="The AI tenants and their weights, quotas and pause flags. Empty: any "
+        "tenant name is accepted, each with weight 1 and no quota.",
+    )
 
     @model_validator(mode="after")
     def _guard_below_slice(self) -> Policy:
+        for name in self.tenants:
+            if not re.match(TENANT_NAME, name):
+                raise ValueError(
+                    f"tenant name {name!r} must be 1 to 64 letters, digits or ._:- "
+                    "(starting with a letter or digit)"
+                )
         if self.guard_us >= self.max_ai_slice_us:
             raise ValueError(
                 f"guard_us ({self.guard_us}) must be smaller than max_ai_slice_us "

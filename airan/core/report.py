@@ -56,11 +56,15 @@ class RanSection(BaseModel):
 
 
 class TenantUsage(BaseModel):
+    """Metering of one AI tenant over a run (what the grid bills from)."""
+
     model_config = ConfigDict(extra="forbid")
 
+    weight: float = 1.0
     slices: int = 0
-    busy_us: float = 0.0
+    busy_us: float = Field(0.0, description="Device time used, µs.")
     tokens: int = 0
+    throttled: int = Field(0, description="Decisions at which its quota held it back.")
 
 
 class AiSection(BaseModel):

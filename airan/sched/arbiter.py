@@ -47,7 +47,7 @@ from typing import ClassVar
 
 from airan.core.errors import FieldError
 from airan.core.estimator import Estimator
-from airan.core.policy import Policy
+from airan.core.policy import Policy, TenantPolicy
 from airan.core.report import (
     AiSection,
     ArbiterSection,
@@ -133,9 +133,9 @@ class AiranStrategy(Strategy):
             return NEVER
         if not arb.ai_open:
             return NEVER
-        pick = arb.pick_ai()
+        pick = arb.pick_ai(now)
         if pick is None:
-            return NEVER
+            return arb.ai_wake
         job, budget = pick
         # Announced radio work must keep its slack (the ready queue is empty here).
         if budget > arb.known.slack(now):
@@ -170,6 +170,8 @@ class FifoStrategy(Strategy):
         guard = arb.guard_ns
         while arb.ai_inflight < depth:
             for job in arb.jobs:
+                if arb.tenants[job.tenant].paused:
+                    continue
                 s = job.peek()
                 if s is not None:
                     arb.issue_ai(job, arb.estimator.predict(s) + guard, Stream.SHARED)
@@ -196,10 +198,41 @@ class TdmStrategy(Strategy):
         frame_end = frame + period
         if arb.radio_inflight or arb.ai_inflight or not arb.ai_open:
             return frame_end
-        pick = arb.pick_ai()
+        pick = arb.pick_ai(now)
         if pick is not None and now + pick[1] <= frame_end:
             arb.issue_ai(*pick)
         return frame_end
+
+
+class TenantState:
+    """What the arbiter tracks per AI tenant: its policy, fair-share clock and quota."""
+
+    __slots__ = ("bucket", "burst", "paused", "rate", "served_ns", "t_last", "throttled", "weight")
+
+    def __init__(self, tp: TenantPolicy, window_ns: int) -> None:
+        self.served_ns = 0.0  # device time used, for weighted fair queueing
+        self.bucket = 0.0  # quota tokens, in ns of device time; starts empty
+        self.t_last = 0
+        self.throttled = 0
+        self.apply(tp, window_ns)
+
+    def apply(self, tp: TenantPolicy, window_ns: int) -> None:
+        self.weight = tp.weight
+        self.paused = tp.paused
+        self.rate = 0.0 if tp.quota_us_per_s is None else tp.quota_us_per_s / 1e6
+        self.burst = self.rate * window_ns
+        self.bucket = min(self.bucket, self.burst)
+
+    def quota_wait(self, now: int, need_ns: int) -> int:
+        """``now`` if the quota allows ``need_ns`` more, else when it will."""
+        rate = self.rate
+        if rate == 0.0:
+            return now
+        self.bucket = min(self.burst, self.bucket + rate * (now - self.t_last))
+        self.t_last = now
+        if self.bucket >= need_ns:
+            return now
+        return now + int((need_ns - self.bucket) / rate) + 1
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -236,6 +269,8 @@ class Arbiter:
         self.known = DeadlineQueue(queue_capacity)
         self.tasks: dict[int, RanTask] = {}
         self.jobs: list[AiJob] = []
+        self.tenants: dict[str, TenantState] = {}
+        self.ai_wake = NEVER
         self.radio_inflight = 0
         self.ai_inflight = 0
         self.ai_open = True
@@ -263,6 +298,13 @@ class Arbiter:
                 f"cannot change the strategy from {old.name!r} to {policy.name!r} "
                 "while a run is in progress (the knobs can change)",
             )
+        if policy.tenants:
+            orphans = sorted({j.tenant for j in self.jobs} - set(policy.tenants))
+            if orphans:
+                raise FieldError(
+                    "policy.tenants",
+                    f"jobs of tenant(s) {', '.join(orphans)} exist: a policy must declare them",
+                )
         self.policy = policy
         self.guard_ns = policy.ns("guard_us")
         self.max_ai_slice_ns = policy.ns("max_ai_slice_us")
@@ -277,11 +319,39 @@ class Arbiter:
         )
         if old is None or old.name != policy.name:
             self.strategy: Strategy = STRATEGIES[policy.name](self)
+        for name, tp in policy.tenants.items():
+            ts = self.tenants.get(name)
+            if ts is None:
+                self.tenants[name] = TenantState(tp, self._share_window_ns)
+            else:
+                ts.apply(tp, self._share_window_ns)
+        for name, ts in self.tenants.items():
+            if name not in policy.tenants:
+                ts.apply(TenantPolicy(), self._share_window_ns)
 
     def add_job(self, job: AiJob) -> None:
-        """Give the arbiter an AI job; higher priority classes are served first."""
+        """Give the arbiter an AI job; higher priority classes are served first.
+
+        With tenants declared in the policy, the job's tenant must be one of them."""
         if not isinstance(job, AiJob):
             raise FieldError("job", f"must be an AiJob, got {job!r}")
+        if self.policy.tenants and job.tenant not in self.policy.tenants:
+            raise FieldError(
+                "AiJob.tenant",
+                f"unknown tenant {job.tenant!r}; the policy declares "
+                f"{', '.join(sorted(self.policy.tenants))}",
+            )
+        ts = self.tenants.get(job.tenant)
+        if ts is None:
+            ts = self.tenants[job.tenant] = TenantState(TenantPolicy(), self._share_window_ns)
+        if not any(j.tenant == job.tenant and not j.done for j in self.jobs):
+            # A tenant that was idle banks no credit: it starts level with the others.
+            active = [
+                t.served_ns / t.weight
+                for name, t in self.tenants.items()
+                if name != job.tenant and any(j.tenant == name and not j.done for j in self.jobs)
+            ]
+            ts.served_ns = max(ts.served_ns, min(active, default=0.0) * ts.weight)
         self.jobs.append(job)
         self.jobs.sort(key=lambda j: -j.priority)
 
@@ -320,20 +390,46 @@ class Arbiter:
             self.tasks_ended += 1
         return False
 
-    def pick_ai(self) -> tuple[AiJob, int] | None:
-        """The first AI job (by priority) whose next slice, predicted plus the guard,
-        fits in the largest AI slice, with that budget; jobs whose next slice does not
-        fit are passed over (and counted in ``ai.refused_oversize``)."""
+    def pick_ai(self, now: int) -> tuple[AiJob, int] | None:
+        """The AI job to serve next, with its slice's budget (prediction plus guard).
+
+        Among the jobs of the highest priority class that have a slice fitting the
+        largest AI slice, whose tenant is not paused and within its quota, the one whose
+        tenant has used the least device time per unit of weight (weighted fair
+        queueing). Jobs whose next slice does not fit are passed over (counted in
+        ``ai.refused_oversize``). When none can go, :attr:`ai_wake` says when a quota
+        will allow one."""
         guard = self.guard_ns
+        tenants = self.tenants
+        best: AiJob | None = None
+        best_key = 0.0
+        best_budget = 0
+        wake = NEVER
         for job in self.jobs:
+            if best is not None and job.priority < best.priority:
+                break
+            ts = tenants[job.tenant]
+            if ts.paused:
+                continue
             s = job.peek()
             if s is None:
                 continue
             budget = self.estimator.predict(s) + guard
-            if budget <= self.max_ai_slice_ns:
-                return job, budget
-            self.refused_oversize += 1
-        return None
+            if budget > self.max_ai_slice_ns:
+                self.refused_oversize += 1
+                continue
+            key = ts.served_ns / ts.weight
+            if best is not None and key >= best_key:
+                continue
+            if ts.rate:
+                allowed = ts.quota_wait(now, budget)
+                if allowed > now:
+                    ts.throttled += 1
+                    wake = min(wake, allowed)
+                    continue
+            best, best_key, best_budget = job, key, budget
+        self.ai_wake = wake
+        return None if best is None else (best, best_budget)
 
     def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
         s = job.take()
@@ -372,6 +468,10 @@ class Arbiter:
         self.latencies = array("q")
         for job in getattr(self, "jobs", ()):
             job.busy_ns = job.tokens = job.slices_done = 0
+        for ts in getattr(self, "tenants", {}).values():
+            ts.served_ns = 0.0
+            ts.bucket = 0.0
+            ts.throttled = 0
         self.decision_ns = array("q")
         self.elapsed_ns = 0
 
@@ -427,6 +527,10 @@ class Arbiter:
             job.busy_ns += dur
             job.tokens += s.tokens
             job.slices_done += 1
+            ts = self.tenants[job.tenant]
+            ts.served_ns += dur
+            if ts.rate:
+                ts.bucket -= dur
             if dur > budget:
                 self.overruns += 1
             if self.share_cap < 1.0:
@@ -472,6 +576,8 @@ class Arbiter:
         self.ai_open = True
         self._share_t = t_start
         self._share_budget = 0.0
+        for ts in self.tenants.values():
+            ts.t_last = t_start
         now_ns = clock.now_ns
         decisions = 0
         poll = ex.poll
@@ -563,8 +669,10 @@ class Arbiter:
         elapsed = max(self.elapsed_ns, 1)
         idle = max(elapsed - self.radio_busy_ns, 1)
         tenants: dict[str, TenantUsage] = {}
+        for name, ts in self.tenants.items():
+            tenants[name] = TenantUsage(weight=ts.weight, throttled=ts.throttled)
         for job in self.jobs:
-            u = tenants.setdefault(job.tenant, TenantUsage())
+            u = tenants[job.tenant]
             u.slices += job.slices_done
             u.busy_us += job.busy_ns / 1000.0
             u.tokens += job.tokens
