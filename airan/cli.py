@@ -21,8 +21,8 @@ from airan.sched.arbiter import Progress as RunProgress
 from airan.synthetic import SyntheticConfig
 
 SYNTHETIC_NOTE = (
-    "workload: SYNTHETIC (calibrated FFT work for the radio, matrix products for AI); "
-    "the real DU and transformer workloads replace it when they land"
+    "radio workload: SYNTHETIC (calibrated FFT work per slot); the real DU replaces it "
+    "when it lands"
 )
 
 
@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seconds", type=_number("--seconds", float), default=10.0)
     demo.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto")
+    demo.add_argument(
+        "--ai",
+        choices=("transformer", "synthetic"),
+        default="transformer",
+        help="AI tenant: the built-in transformer decoder (default) or the synthetic one",
+    )
     _add_common(demo)
     sim = sub.add_parser("simulate", help="run the same in virtual time")
     sim.add_argument("--slots", type=_number("--slots", int, 1), default=1_000_000)
@@ -113,6 +119,10 @@ def summary_table(report: RunReport) -> Table:
         ("AI busy ratio", f"{a.busy_ratio:.3f}"),
         ("AI harvest ratio", f"{a.harvest_ratio:.4f}"),
         ("AI tokens (tokens/s)", f"{a.tokens} ({a.tokens_per_s:.0f}/s)"),
+        (
+            "AI requests, time to first token p50/p99",
+            f"{a.requests}, {a.ttft_ms.p50:.1f} / {a.ttft_ms.p99:.1f} ms" if a.requests else "-",
+        ),
         ("AI overruns", f"{a.overruns}"),
         (
             "arbiter decision p50/p99",
@@ -178,7 +188,12 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
 
     try:
         backend = select_backend(params["backend"])
-        policy = Policy.model_validate(params["policy"])
+        policy_data = dict(params["policy"])
+        if backend.name == "numpy" and "max_ai_slice_us" not in params["policy_given"]:
+            # One transformer layer takes ~0.1-0.3 ms on a CPU: allow 0.5 ms AI slices
+            # with the CPU's 1 ms slots (the radio stays feasible with that blocking).
+            policy_data["max_ai_slice_us"] = 500.0
+        policy = Policy.model_validate(policy_data)
         workload = dict(params["workload"])
         # A CPU is both host and device: a 1 ms slot (numerology 0) leaves it headroom.
         workload.setdefault("slot_us", 500.0 if backend.name == "cupy" else 1000.0)
@@ -191,7 +206,9 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
             shared[2] = p.ran_misses
             shared[3] = p.ai_tokens
 
-        report = run_on_device(backend, params["seconds"], policy, params["seed"], cfg, progress)
+        report = run_on_device(
+            backend, params["seconds"], policy, params["seed"], cfg, progress, params["ai"]
+        )
         conn.send(("report", report.to_json()))
     except FieldError as e:
         conn.send(("error", "field", e.field, e.reason))
@@ -214,6 +231,8 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         "workload": workload,
         "seconds": args.seconds,
         "seed": args.seed,
+        "ai": args.ai,
+        "policy_given": [k for k in _POLICY_FLAGS if getattr(args, k) is not None],
     }
     # One BLAS thread: the arbiter owns the CPU it runs on, and timing stays repeatable.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -244,7 +263,7 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
                     console.print(f"[dim]{SYNTHETIC_NOTE}[/dim]")
                     console.print(
                         f"backend {msg[1]} on {msg[2]}; slot {msg[3]:.0f} µs; "
-                        f"policy {policy.name}; {args.seconds:g} s"
+                        f"policy {policy.name}; AI tenant: {args.ai}; {args.seconds:g} s"
                     )
                     bar.update(task, description=f"running {policy.name}")
                     continue

@@ -6,19 +6,44 @@ comparison runs the same workload the same way.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Literal
 
+import numpy as np
+
+from airan.ai.engine import CostModel, DecoderEngine
+from airan.ai.model import ModelConfig, TransformerDecoder
 from airan.backend import Backend, make_executor
 from airan.core.errors import FieldError
 from airan.core.policy import Policy
-from airan.core.report import RunReport
+from airan.core.report import Percentiles, RunReport
 from airan.core.slices import AiJob
 from airan.sched.arbiter import Arbiter, Progress
 from airan.sched.executors import SimExecutor
 from airan.synthetic import SyntheticConfig, SyntheticWorkload, array_work_factory
 
 ProgressFn = Callable[[Progress], None]
+AiKind = Literal["transformer", "synthetic"]
+
+
+def demo_model_config(backend: Backend) -> ModelConfig:
+    """The built-in decoder's size for the demo: small on a CPU, larger on a GPU."""
+    if backend.name == "cupy":
+        return ModelConfig(
+            vocab_size=8192, d_model=512, n_heads=8, n_layers=8, d_ff=2048, max_context=512
+        )
+    return ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_layers=4, d_ff=128, max_context=256)
+
+
+def chat_load(cfg: ModelConfig, seed: int) -> Iterator[tuple[list[int], int]]:
+    """A closed-loop load: each finished request is replaced by a new one (a prompt of
+    8 to 96 tokens, up to 64 new tokens), as in a busy chat service."""
+    rng = np.random.default_rng(seed)
+    for _ in itertools.count():
+        n = int(rng.integers(8, min(96, cfg.max_context // 2)))
+        yield rng.integers(0, cfg.vocab_size, n).tolist(), min(64, cfg.max_context - n)
 
 
 def simulate(
@@ -47,8 +72,11 @@ def run_on_device(
     seed: int = 0,
     workload: SyntheticConfig | None = None,
     progress: ProgressFn | None = None,
+    ai: AiKind = "transformer",
 ) -> RunReport:
-    """Run the synthetic workload for ``seconds`` of wall time on a real device."""
+    """Run the synthetic radio workload and an AI tenant for ``seconds`` of wall time on
+    a real device. ``ai``: the built-in transformer decoder serving a closed-loop chat
+    load (seeded weights), or the synthetic decoder."""
     if not 0 < seconds <= 86_400:
         raise FieldError("seconds", f"must be in (0, 86400], got {seconds!r}")
     if backend.name == "cupy":
@@ -64,7 +92,24 @@ def run_on_device(
     wl = SyntheticWorkload(workload, seed=seed, work=array_work_factory(backend.xp, sync))
     executor = make_executor(backend)
     arb = Arbiter(executor, policy, progress=progress)
-    arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant="synthetic-decoder"))
+    engine: DecoderEngine | None = None
+    if ai == "transformer":
+        cfg = demo_model_config(backend)
+        model = TransformerDecoder.from_seed(cfg, seed, backend.xp)
+        batch = 32 if backend.name == "cupy" else 8
+        engine = DecoderEngine(
+            model,
+            CostModel.calibrate(model, sync, batch),
+            now=executor.clock.now_ns,
+            fits=arb.fits_ai_slice,
+            max_batch=batch,
+            seed=seed,
+            tenant="llm",
+            load=chat_load(cfg, seed),
+        )
+        arb.add_job(AiJob(engine, tenant="llm"))
+    else:
+        arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant="synthetic-decoder"))
     slots = max(1, int(seconds * 1e9 // wl.slot_ns))
     # Leave a few slots for the loop to settle before the first release.
     start = executor.clock.now_ns() + 2 * wl.slot_ns
@@ -74,4 +119,15 @@ def run_on_device(
     finally:
         executor.close()
     wall = time.perf_counter() - t0
-    return arb.report(seed=seed, slots=slots, workload=wl.describe(), wall_time_s=wall)
+    report = arb.report(seed=seed, slots=slots, workload=wl.describe(), wall_time_s=wall)
+    report.workload["ai"] = ai
+    if engine is not None:
+        report.workload["model"] = engine.cfg.model_dump()
+        ttft = sorted(engine.ttft_ns())
+        report.ai.requests = len(engine.completed)
+        if ttft:
+            report.ai.ttft_ms = Percentiles(
+                p50=ttft[len(ttft) // 2] / 1e6,
+                p99=ttft[min(len(ttft) - 1, len(ttft) * 99 // 100)] / 1e6,
+            )
+    return report

@@ -17,6 +17,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ["share_a_device.py", "--sim", "--seconds", "2"],
         ["share_a_device.py", "--seconds", "0.3"],
         ["share_a_device.py", "--sim", "--seconds", "1", "--policy", "fifo"],
+        ["bring_your_own_model.py", "--sim", "--seconds", "1"],
+        ["bring_your_own_model.py", "--seconds", "0.3"],
     ],
 )
 def test_example_runs(argv: list[str]) -> None:
@@ -27,7 +29,7 @@ def test_example_runs(argv: list[str]) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "radio tasks" in proc.stdout and "harvest" in proc.stdout
+    assert "radio tasks" in proc.stdout and "tokens" in proc.stdout
 
 
 def test_example_sim_shares_the_device_without_misses() -> None:
@@ -41,3 +43,20 @@ def test_example_sim_shares_the_device_without_misses() -> None:
     assert ", 0 missed" in proc.stdout
     tokens = int(proc.stdout.split(" tokens")[0].rsplit(" ", 1)[-1])
     assert tokens > 0
+
+
+def test_bring_your_own_model_shares_follow_the_tenant_weights() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "bring_your_own_model.py"), "--sim", "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ", 0 missed" in proc.stdout
+    ms = {
+        line.split(":")[0].strip(): float(line.split(", ")[1].split(" ms")[0])
+        for line in proc.stdout.splitlines()
+        if line.startswith("  team-")
+    }
+    assert ms["team-a"] / ms["team-b"] == pytest.approx(2.0, rel=0.05)

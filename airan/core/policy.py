@@ -27,6 +27,8 @@ class TenantPolicy(BaseModel):
     weight: float = Field(1.0, gt=0.0, le=1e6)
     quota_us_per_s: float | None = Field(None, gt=0.0, le=1e6)
     paused: bool = False
+
+
 POLICY_NAMES: tuple[PolicyName, ...] = ("airan", "exclusive", "fifo", "tdm")
 
 

@@ -33,7 +33,9 @@ class LatencyStats(BaseModel):
         return cls(p50=float(p50), p99=float(p99), p999=float(p999), max=float(a.max()) / 1000.0)
 
 
-class DecisionStats(BaseModel):
+class Percentiles(BaseModel):
+    """The median and the 99th percentile of a sample."""
+
     model_config = ConfigDict(extra="forbid")
 
     p50: float = 0.0
@@ -79,6 +81,11 @@ class AiSection(BaseModel):
         0, description="Decisions at which the next AI slice was predicted over the largest slice."
     )
     overruns: int = Field(0, description="AI slices that ran longer than prediction plus guard.")
+    requests: int = Field(0, description="Inference requests completed.")
+    ttft_ms: Percentiles = Field(
+        default_factory=Percentiles,
+        description="Time to first token of the completed requests, ms (p50, p99).",
+    )
     failed_jobs: list[str] = Field(
         default_factory=list, description="AI jobs that failed (isolated; the radio went on)."
     )
@@ -89,7 +96,7 @@ class ArbiterSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decisions: int = 0
-    decision_us: DecisionStats = Field(default_factory=DecisionStats)
+    decision_us: Percentiles = Field(default_factory=Percentiles)
 
 
 class RunReport(BaseModel):

@@ -51,8 +51,8 @@ from airan.core.policy import Policy, TenantPolicy
 from airan.core.report import (
     AiSection,
     ArbiterSection,
-    DecisionStats,
     LatencyStats,
+    Percentiles,
     RanSection,
     RunReport,
     TenantUsage,
@@ -678,7 +678,7 @@ class Arbiter:
             u.tokens += job.tokens
         dec = sorted(self.decision_ns)
         n = len(dec)
-        decision = DecisionStats(
+        decision = Percentiles(
             p50=dec[n // 2] / 1000.0 if n else 0.0,
             p99=dec[min(n - 1, int(n * 0.99))] / 1000.0 if n else 0.0,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -126,13 +126,20 @@ class SimExecutor(_Completions):
 
     Each slice's duration is drawn from ``profile[slice.key]``, from a random stream
     of its own seeded by ``(seed, key)``: the same seed gives the same durations to the
-    same slices whatever else runs.
+    same slices whatever else runs. ``model``, if given, supplies the distribution of
+    keys the profile lacks (a cost model, for sources that make new shapes on the fly).
     """
 
     backend = "sim"
 
-    def __init__(self, profile: Mapping[SliceKey, DurationDist], seed: int = 0) -> None:
+    def __init__(
+        self,
+        profile: Mapping[SliceKey, DurationDist],
+        seed: int = 0,
+        model: Callable[[SliceKey], DurationDist] | None = None,
+    ) -> None:
         super().__init__()
+        self._model = model
         self.device = "virtual device"
         self.clock: VirtualClock = VirtualClock()
         self._profile = dict(profile)
@@ -149,6 +156,8 @@ class SimExecutor(_Completions):
         smp = self._samplers.get(key)
         if smp is None:
             dist = self._profile.get(key)
+            if dist is None and self._model is not None:
+                dist = self._profile[key] = self._model(key)
             if dist is None:
                 raise FieldError("profile", f"no duration distribution for slice {key!r}")
             ss = np.random.SeedSequence([self._seed, zlib.crc32(repr(key).encode())])
