@@ -73,10 +73,12 @@ def run_on_device(
     workload: SyntheticConfig | None = None,
     progress: ProgressFn | None = None,
     ai: AiKind = "transformer",
+    radio: bool = True,
 ) -> RunReport:
     """Run the synthetic radio workload and an AI tenant for ``seconds`` of wall time on
     a real device. ``ai``: the built-in transformer decoder serving a closed-loop chat
-    load (seeded weights), or the synthetic decoder."""
+    load (seeded weights), or the synthetic decoder. ``radio=False`` runs the AI alone
+    (the reference for what co-scheduling costs it)."""
     if not 0 < seconds <= 86_400:
         raise FieldError("seconds", f"must be in (0, 86400], got {seconds!r}")
     if backend.name == "cupy":
@@ -115,7 +117,8 @@ def run_on_device(
     start = executor.clock.now_ns() + 2 * wl.slot_ns
     t0 = time.perf_counter()
     try:
-        arb.run(wl.radio_tasks(start, slots), start - executor.clock.now_ns() + slots * wl.slot_ns)
+        tasks = wl.radio_tasks(start, slots) if radio else iter(())
+        arb.run(tasks, start - executor.clock.now_ns() + slots * wl.slot_ns)
     finally:
         executor.close()
     wall = time.perf_counter() - t0
