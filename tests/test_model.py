@@ -476,6 +476,72 @@ def test_bad_rows(model: TransformerDecoder) -> None:
         cache.lengths[0] = 9
 
 
+def test_bad_rows_in_a_decode_batch(model: TransformerDecoder) -> None:
+    # Rows of several slots take a cheaper way through the checks: the same refusals.
+    cache = KVCache(TINY, 3)
+    model.prefill(cache, 0, _tokens(4))
+    model.prefill(cache, 2, _tokens(TINY.max_context))  # full
+    h2, h3 = model.embed([1, 2]), model.embed([1, 2, 3])
+
+    def fails(h: Any, slots: Any, positions: Any, field: str, words: str, l0: int = 0) -> None:
+        with pytest.raises(FieldError) as e:
+            model.run_layers(h, l0, 3, cache, slots, positions)
+        assert e.value.field == field, e.value
+        assert words in e.value.reason, e.value
+
+    fails(h3, [0, 0, 1], [4, 4, 0], "positions", "position 4 of slot 0 appears more than once")
+    fails(h3, [0, 0, 1], [4, 6, 0], "positions", "slot 0 leaves a gap")
+    fails(h2, [0, -1], [4, 0], "slots", "slot -1 is out of range")
+    fails(h2, [0, 3], [4, 0], "slots", "slot 3 is out of range")
+    fails(h2, [0, 1], [4, -1], "positions", ">= 0")
+    fails(h2, [0, 2], [4, 48], "positions", "exceeds the context of 48 tokens")
+    fails(h2, [2, 2], [47, 48], "positions", "exceeds the context of 48 tokens")
+    fails(h2, [0, 1], [5, 0], "positions", "slot 0 leaves a gap")
+    fails(h2, [0, 1], [4, 1], "positions", "slot 1 leaves a gap")
+    fails(h2, [0, 1], [4, 0], "l0/l1", "layer 0 has not been run at position 4 of slot 0", 1)
+    assert cache.lengths.tolist() == [4, 0, 48]  # nothing was written by a refused call
+    model.run_layers(h3, 0, 3, cache, [0, 0, 1], [3, 4, 0])  # valid: a rerun, two new
+    assert cache.lengths.tolist() == [5, 1, 48]
+
+
+@settings(PROPERTY, max_examples=400)
+@given(data=st.data())
+def test_the_cheap_row_checks_accept_only_what_the_full_checks_accept(
+    model: TransformerDecoder, data: st.DataObject
+) -> None:
+    # run_layers recognises a prefill chunk or a decode batch cheaply and skips the full
+    # checks for them: any call it lets through that way must pass the full checks too.
+    n_slots = data.draw(st.integers(1, 3), label="slots")
+    cache = KVCache(TINY, n_slots)
+    held = data.draw(st.lists(st.integers(0, 5), min_size=n_slots, max_size=n_slots))
+    l0 = data.draw(st.integers(0, TINY.n_layers - 1), label="l0")
+    l1 = data.draw(st.integers(l0 + 1, TINY.n_layers), label="l1")
+    ahead = data.draw(st.integers(0, 4), label="ahead")  # run through layers < l0 already
+    for layer in range(TINY.n_layers):  # mostly as a step leaves it, sometimes not
+        more = ahead if layer < l0 else 0
+        cache.filled[layer] = [n + more - data.draw(st.sampled_from([0, 0, 0, 1])) for n in held]
+    if data.draw(st.sampled_from([False, False, False, True]), label="corrupt"):
+        cache.filled[data.draw(st.integers(0, TINY.n_layers - 1)), -1] = -1
+    rows = data.draw(st.integers(1, 4), label="rows")
+    near = st.sampled_from([0, 0, 0, -1, 1])
+    if data.draw(st.booleans(), label="one slot, consecutive"):
+        s0 = data.draw(st.integers(-1, n_slots))
+        p0 = held[min(max(s0, 0), n_slots - 1)] + data.draw(near)
+        slots, positions = [s0] * rows, list(range(p0, p0 + rows))
+    else:  # distinct slots as often as not, else any
+        any_slot = st.sampled_from([-1, 0, 0, 0, 1, 1, n_slots])  # repeats, out of range
+        some = st.lists(any_slot, min_size=rows, max_size=rows)
+        slots = data.draw(st.one_of(st.permutations(range(n_slots)).map(lambda p: p[:rows]), some))
+        positions = [held[min(max(x, 0), n_slots - 1)] + data.draw(near) for x in slots]
+    h = np.zeros((len(slots), TINY.d_model), np.float32)
+    try:
+        planned = model._plan_rows(h, l0, l1, cache, slots, positions)
+    except FieldError:
+        return
+    if planned[2] != 0:  # taken the cheap way
+        model._check_rows(h, l0, l1, cache, slots, positions)  # must not raise
+
+
 # ------------------------------------------------------------------------- sampling, cost
 
 

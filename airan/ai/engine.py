@@ -69,8 +69,9 @@ class CostModel:
     """Duration of a slice from its work: ``fixed_ns + ns_per_flop * flops``.
 
     Used for the declared bound of a slice kind the estimator has not learned yet
-    (``bound_factor`` times the mean, plus ``bound_extra_ns``) and, in virtual time, as
-    the profile of the simulated device.
+    (``bound_factor`` times the mean, plus ``bound_extra_ns``; the model is measured on
+    the device, and the estimator raises a kind that runs over it after two slow runs)
+    and, in virtual time, as the profile of the simulated device.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class CostModel:
         model: TransformerDecoder,
         fixed_ns: float,
         ns_per_flop: float,
-        bound_factor: float = 3.0,
+        bound_factor: float = 2.0,
         bound_extra_ns: float = 20_000.0,
     ) -> None:
         if not fixed_ns >= 0 or not ns_per_flop > 0:

@@ -53,6 +53,13 @@ SAFETENSORS_CONFIG_KEY = "airan_config"
 SUFFIXES = (".npz", ".safetensors")
 # The fields that fix what the weights mean; max_context and dtype may be chosen freely.
 _ARCH_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "norm_eps")
+_CACHE_FIELDS = ("n_layers", "n_heads", "d_model", "max_context", "dtype")
+_ONE32 = np.float32(1.0)
+
+# How the rows of a run_layers call lie in the cache (see TransformerDecoder._plan_rows).
+_GENERAL = 0  # anything the checks accept: fancy-indexed writes, a mask, a gather
+_CHUNK = 1  # one slot, consecutive positions (a prefill chunk, or a single row)
+_DECODE = 2  # distinct slots, one row each
 
 
 class ModelConfig(BaseModel):
@@ -144,9 +151,40 @@ def _rms_norm(x: Array, scale: Array, eps: float, xp: ModuleType) -> Array:
     return (x32 * inv * scale.astype(xp.float32, copy=False)).astype(scale.dtype, copy=False)
 
 
-def _silu(u: Array, xp: ModuleType) -> Array:
-    """``u * sigmoid(u)``, written with tanh so that no exp can overflow."""
-    return u * (0.5 + 0.5 * xp.tanh(0.5 * u))
+def _rms_norm_f32(x32: Array, scale32: Array, eps: np.float32, xp: ModuleType) -> Array:
+    """:func:`_rms_norm` of float32 ``x32`` with a float32 ``scale32``, float32 out, in
+    fewer array operations, in place where it can: the same arithmetic, so the same bits
+    (the mean is a float32 sum divided by the width, as ``numpy.mean`` computes it; the
+    float32 ``eps`` is what a Python float becomes next to a float32 array)."""
+    sq = x32 * x32
+    ms = sq.sum(axis=-1, keepdims=True)
+    ms /= np.float32(x32.shape[-1])
+    ms += eps
+    ms = xp.divide(_ONE32, xp.sqrt(ms))
+    out = xp.multiply(x32, ms, sq)  # sq is spent: reuse it
+    out *= scale32
+    return out
+
+
+def _no_negative(filled: IntArray, l0: int, l1: int) -> bool:
+    """Whether every slot holds >= 0 positions at layers ``[l0, l1)``: then a slot with
+    no row in a call passes the gap check (its top, -1, is below what it holds). True of
+    any cache this module filled; checked all the same, as ``filled`` is public."""
+    sub = filled[l0:l1]
+    if sub.size <= 256:  # a numpy reduction costs more than this on few counts
+        return min(sub.ravel().tolist()) >= 0
+    return bool(sub.min() >= 0)
+
+
+def _silu(u: Array, xp: ModuleType, half: Any = 0.5) -> Array:
+    """``u * sigmoid(u)``, written with tanh so that no exp can overflow: ``u * (0.5 +
+    0.5 * tanh(0.5 * u))``, one operation at a time in place (``half`` is 0.5, or 0.5
+    as a scalar of ``u``'s dtype, which is what a Python 0.5 becomes next to ``u``)."""
+    t = xp.tanh(u * half)
+    t *= half
+    t += half
+    t *= u
+    return t
 
 
 class KVCache:
@@ -231,13 +269,26 @@ class TransformerDecoder:
             w = {k[len(p) :]: a for k, a in self._w.items() if k.startswith(p)}
             w["wqkv"] = xp.concatenate([w["wq"], w["wk"], w["wv"]], axis=1)
             assert w["wqkv"].shape == (d, 3 * d)
+            # Norm scales in float32, cast once here rather than on every call.
+            w["attn_norm32"] = w["attn_norm"].astype(xp.float32)
+            w["mlp_norm32"] = w["mlp_norm"].astype(xp.float32)
             self._layers.append(w)
-        # RoPE tables (max_context, head_dim // 2), float32, on the device.
+        self._final_norm32: Array = self._w["final_norm"].astype(xp.float32)
+        self._f32 = cfg.dtype == "float32"
+        # Scalars as the arrays they meet would take a Python float: cheaper to pass.
+        self._eps32 = np.float32(cfg.norm_eps)
+        self._scale = np.float32(1.0 / math.sqrt(cfg.head_dim))
+        self._half: Any = np.dtype(cfg.dtype).type(0.5) if xp is np else 0.5
+        # RoPE tables (max_context, 2, head_dim // 2), float32, on the device: row p is
+        # (cos, cos) and (sin, -sin) of position p's angles, so that with a head seen as
+        # its two halves (x1, x2), x * cos2 + (x * sin2)[reversed halves] is
+        # (x1 cos - x2 sin, x2 cos + x1 sin), the "rotate half" RoPE, in three operations.
         half = cfg.head_dim // 2
         inv_freq = ROPE_BASE ** (-np.arange(half, dtype=np.float64) / half)
         angles = np.outer(np.arange(cfg.max_context, dtype=np.float64), inv_freq)
-        self._cos: Array = xp.asarray(np.cos(angles).astype(np.float32))
-        self._sin: Array = xp.asarray(np.sin(angles).astype(np.float32))
+        cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+        self._cos2: Array = xp.asarray(np.stack([cos, cos], axis=1))
+        self._sin2: Array = xp.asarray(np.stack([sin, -sin], axis=1))
         self._inv_freq = inv_freq
 
     # ---------------------------------------------------------------- construction
@@ -383,7 +434,7 @@ class TransformerDecoder:
     def embed(self, tokens: Sequence[int] | Array) -> Array:
         """Embedding rows of ``tokens``: ``(rows, d_model)`` in the model's dtype."""
         t = self._tokens(tokens)
-        return self._w["embed"][self.xp.asarray(t)]
+        return self._w["embed"][t if self.xp is np else self.xp.asarray(t)]
 
     def run_layers(
         self,
@@ -411,32 +462,63 @@ class TransformerDecoder:
         cfg, xp = self.cfg, self.xp
         self._check_range(l0, l1)
         self._check_cache(cache)
-        s_host, p_host = self._check_rows(h, l0, l1, cache, slots, positions)
+        s_host, p_host, mode = self._plan_rows(h, l0, l1, cache, slots, positions)
+        # Everything below is the same arithmetic whatever the mode; the modes only pick
+        # cheaper indexing (slices instead of fancy indices) and skip an all-True mask.
+        f32 = self._f32
         rows = s_host.size
-        nh, hd = cfg.n_heads, cfg.head_dim
-        t_len = int(p_host.max()) + 1
-        one_slot = bool(np.all(s_host == s_host[0]))
-        s_idx, p_idx = xp.asarray(s_host), xp.asarray(p_host)
-        cos, sin = self._cos[p_idx][:, None, :], self._sin[p_idx][:, None, :]
-        # mask[r, 0, t]: may row r attend to key position t?
-        mask = (xp.arange(t_len)[None, :] <= p_idx[:, None])[:, None, :]
-        scale = np.float32(1.0 / math.sqrt(hd))
-        if not one_slot:  # rows of (slot, position) pairs (r, t) in a (slots * context) view
-            pairs = s_host[:, None] * cfg.max_context + np.arange(t_len)[None, :]
-            flat_idx = xp.asarray(pairs.ravel())
+        nh, hd, half = cfg.n_heads, cfg.head_dim, cfg.head_dim // 2
+        on_host = xp is np
+        s0 = int(s_host[0])
+        mask = None
+        flat_idx = None
+        if mode == _CHUNK:
+            p0 = int(p_host[0])
+            t_len = p0 + rows
+            one_slot = True
+            cos, sin = self._cos2[p0:t_len], self._sin2[p0:t_len]
+            where: tuple[Any, Any] = (s0, slice(p0, t_len))
+            if rows > 1:  # row r (position p0 + r) sees positions 0..p0 + r
+                mask = (xp.arange(t_len)[None, :] <= xp.arange(p0, t_len)[:, None])[:, None, :]
+        else:
+            t_len = int(p_host.max()) + 1
+            one_slot = mode == _GENERAL and bool(np.all(s_host == s_host[0]))
+            s_idx = s_host if on_host else xp.asarray(s_host)
+            p_idx = p_host if on_host else xp.asarray(p_host)
+            cos, sin = self._cos2[p_idx], self._sin2[p_idx]
+            where = (s_idx, p_idx)
+            if int(p_host.min()) != t_len - 1:  # else every row sees every position < t_len
+                # mask[r, 0, t]: may row r attend to key position t?
+                mask = (xp.arange(t_len)[None, :] <= p_idx[:, None])[:, None, :]
+            if not one_slot:  # rows of (slot, position) pairs (r, t) in a (slots * context) view
+                pairs = s_host[:, None] * cfg.max_context + np.arange(t_len)[None, :]
+                flat_idx = pairs.ravel() if on_host else xp.asarray(pairs.ravel())
+        cos = cos.reshape(rows, 1, 1, 2, half)
+        sin = sin.reshape(rows, 1, 1, 2, half)
+        scale = self._scale
+        eps, half_c = self._eps32, self._half
         h = h.astype(cfg.dtype, copy=False)
         for layer in range(l0, l1):
             w = self._layers[layer]
-            x = _rms_norm(h, w["attn_norm"], cfg.norm_eps, xp)
-            qkv = (x @ w["wqkv"]).reshape(rows, 3, nh, hd)
-            q = _rope(qkv[:, 0], cos, sin, xp) * scale  # float32
-            k = _rope(qkv[:, 1], cos, sin, xp).astype(cfg.dtype, copy=False)
+            x = _rms_norm_f32(h if f32 else h.astype(xp.float32), w["attn_norm32"], eps, xp)
+            if not f32:
+                x = x.astype(cfg.dtype)
+            # (rows, q/k/v, H, the two halves of a head, hd / 2)
+            qkv = (x @ w["wqkv"]).reshape(rows, 3, nh, 2, half)
+            # RoPE on q and k at once (float32 out; a float16 qkv is widened exactly).
+            qk = qkv[:, :2]
+            rot = qk * cos
+            rot += (qk * sin)[..., ::-1, :]
+            q = rot[:, 0].reshape(rows, nh, hd)
+            q *= scale
+            k = rot[:, 1].reshape(rows, nh, hd)
             kc, vc = cache.k[layer], cache.v[layer]
-            kc[s_idx, p_idx] = k
-            vc[s_idx, p_idx] = qkv[:, 2]
+            kc[where] = k if f32 else k.astype(cfg.dtype)
+            vc[where] = qkv[:, 2].reshape(rows, nh, hd)
             if one_slot:  # a prefill chunk: every row shares one cache, no gather
-                keys = kc[int(s_host[0]), :t_len].astype(xp.float32, copy=False)
-                vals = vc[int(s_host[0]), :t_len].astype(xp.float32, copy=False)
+                keys, vals = kc[s0, :t_len], vc[s0, :t_len]
+                if not f32:
+                    keys, vals = keys.astype(xp.float32), vals.astype(xp.float32)
                 # (H, rows, hd) @ (H, hd, T) -> (H, rows, T) -> (rows, H, T)
                 scores = (q.transpose(1, 0, 2) @ keys.transpose(1, 2, 0)).transpose(1, 0, 2)
                 probs = _masked_softmax(scores, mask, xp)
@@ -445,21 +527,32 @@ class TransformerDecoder:
             else:  # gather each row's slot cache: (rows, T, H, hd)
                 keys = _gather(kc, flat_idx, cache.workspace("k", (rows, t_len, nh, hd)), xp)
                 vals = _gather(vc, flat_idx, cache.workspace("v", (rows, t_len, nh, hd)), xp)
-                keys = keys.astype(xp.float32, copy=False)
-                vals = vals.astype(xp.float32, copy=False)
+                if not f32:
+                    keys, vals = keys.astype(xp.float32), vals.astype(xp.float32)
                 # (rows, H, 1, hd) @ (rows, H, hd, T) -> (rows, H, T)
                 scores = (q[:, :, None, :] @ keys.transpose(0, 2, 3, 1))[:, :, 0, :]
                 probs = _masked_softmax(scores, mask, xp)
                 # (rows, H, 1, T) @ (rows, H, T, hd) -> (rows, H, hd)
                 att = (probs[:, :, None, :] @ vals.transpose(0, 2, 1, 3))[:, :, 0, :]
-            att = att.reshape(rows, cfg.d_model).astype(cfg.dtype, copy=False)
+            att = att.reshape(rows, cfg.d_model)
+            if not f32:
+                att = att.astype(cfg.dtype)
             h = h + att @ w["wo"]
-            x = _rms_norm(h, w["mlp_norm"], cfg.norm_eps, xp)
-            h = h + _silu(x @ w["w_up"], xp) @ w["w_down"]
+            x = _rms_norm_f32(h if f32 else h.astype(xp.float32), w["mlp_norm32"], eps, xp)
+            if not f32:
+                x = x.astype(cfg.dtype)
+            h += _silu(x @ w["w_up"], xp, half_c) @ w["w_down"]
         # Record the positions now held by each layer of the range.
-        top = np.full(cache.n_slots, -1, dtype=np.int64)
-        np.maximum.at(top, s_host, p_host)
-        cache.filled[l0:l1] = np.maximum(cache.filled[l0:l1], top[None, :] + 1)
+        filled = cache.filled
+        if mode == _CHUNK:
+            held = filled[l0:l1, s0]  # a view
+            np.maximum(held, t_len, out=held)
+        elif mode == _DECODE:
+            filled[l0:l1, s_host] = np.maximum(filled[l0:l1, s_host], p_host + 1)
+        else:
+            top = np.full(cache.n_slots, -1, dtype=np.int64)
+            np.maximum.at(top, s_host, p_host)
+            filled[l0:l1] = np.maximum(filled[l0:l1], top[None, :] + 1)
         return h
 
     def logits(self, h: Array) -> Array:
@@ -469,10 +562,12 @@ class TransformerDecoder:
             raise FieldError(
                 "h", f"expected shape (rows, {self.cfg.d_model}), got {getattr(h, 'shape', h)}"
             )
-        x = _rms_norm(
-            h.astype(self.cfg.dtype, copy=False), self._w["final_norm"], self.cfg.norm_eps, xp
-        )
-        return (x @ self._w["lm_head"]).astype(xp.float32, copy=False)
+        if self._f32:
+            h32 = h.astype(xp.float32, copy=False)
+            return _rms_norm_f32(h32, self._final_norm32, self._eps32, xp) @ self._w["lm_head"]
+        h32 = h.astype(self.cfg.dtype, copy=False).astype(xp.float32)
+        x = _rms_norm_f32(h32, self._final_norm32, self._eps32, xp).astype(self.cfg.dtype)
+        return (x @ self._w["lm_head"]).astype(xp.float32)
 
     # ---------------------------------------------------------------- conveniences
 
@@ -622,7 +717,8 @@ class TransformerDecoder:
         t = _host_ints(tokens, "tokens")
         if t.size == 0:
             raise FieldError("tokens", "expected at least one token")
-        if t.min() < 0 or t.max() >= self.cfg.vocab_size:
+        # As unsigned, a negative token is huge: one max checks both ends.
+        if t.view(np.uint64).max() >= self.cfg.vocab_size:
             bad = int(t[(t < 0) | (t >= self.cfg.vocab_size)][0])
             raise FieldError(
                 "tokens", f"token {bad} is outside the vocabulary [0, {self.cfg.vocab_size})"
@@ -631,6 +727,8 @@ class TransformerDecoder:
 
     def _check_range(self, l0: int, l1: int) -> None:
         n = self.cfg.n_layers
+        if type(l0) is int and type(l1) is int and 0 <= l0 < l1 <= n:
+            return
         ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (l0, l1))
         if not ints or not 0 <= l0 < l1 <= n:
             raise FieldError("l0/l1", f"expected 0 <= l0 < l1 <= {n}, got l0={l0!r}, l1={l1!r}")
@@ -643,12 +741,74 @@ class TransformerDecoder:
                 "cache", f"lives in {cache.xp.__name__}, the model in {self.xp.__name__}"
             )
         mine, theirs = self.cfg, cache.cfg
-        for f in ("n_layers", "n_heads", "d_model", "max_context", "dtype"):
+        if theirs is mine:
+            return
+        for f in _CACHE_FIELDS:
             if getattr(mine, f) != getattr(theirs, f):
                 raise FieldError(
                     f"cache.cfg.{f}",
                     f"{getattr(theirs, f)} does not match the model's {getattr(mine, f)}",
                 )
+
+    def _plan_rows(
+        self,
+        h: Array,
+        l0: int,
+        l1: int,
+        cache: KVCache,
+        slots: Sequence[int] | Array,
+        positions: Sequence[int] | Array,
+    ) -> tuple[IntArray, IntArray, int]:
+        """The checks of :meth:`_check_rows`, with a cheap way through for the common
+        layouts; returns the host slots and positions and the layout (``_CHUNK``,
+        ``_DECODE`` or ``_GENERAL``).
+
+        The cheap tests only ever *accept*: each layout they recognise is one that every
+        check of :meth:`_check_rows` passes (argued below). Anything else, valid or not,
+        goes through :meth:`_check_rows`, which raises what it always raised.
+        """
+        s = _host_ints(slots, "slots")
+        p = _host_ints(positions, "positions")
+        rows = s.size
+        if not rows or p.size != rows or getattr(h, "shape", None) != (rows, self.cfg.d_model):
+            return (*self._check_rows(h, l0, l1, cache, s, p), _GENERAL)
+        n_s, ctx = cache.n_slots, self.cfg.max_context
+        filled = cache.filled
+        sl: list[int] = s.tolist()
+        pl: list[int] = p.tolist()
+        s0, p0 = sl[0], pl[0]
+        if rows == 1 or sl.count(s0) == rows:
+            # One slot, positions p0..top: in range, distinct; layer l0 - 1 holds them
+            # all; at each layer p0 <= filled, so the new ones (>= filled) run filled..top.
+            top = p0 + rows - 1
+            if (
+                0 <= s0 < n_s
+                and p0 >= 0
+                and top < ctx
+                and (rows == 1 or pl == list(range(p0, top + 1)))
+                and (l0 == 0 or top < filled[l0 - 1, s0])
+                and p0 <= min(filled[l0:l1, s0].tolist())
+                and _no_negative(filled, l0, l1)
+            ):
+                return s, p, _CHUNK
+        elif (
+            len(set(sl)) == rows
+            and min(sl) >= 0
+            and max(sl) < n_s
+            and min(pl) >= 0
+            and max(pl) < ctx
+        ):
+            # Distinct slots, one row each: pairs distinct; at each layer a row's position
+            # is held already (< filled) or the next one (== filled).
+            prev = filled[l0 - 1, s].tolist() if l0 else None
+            held = filled[l0, s] if l1 - l0 == 1 else filled[l0:l1, s].min(axis=0)
+            if (
+                (prev is None or all(a < b for a, b in zip(pl, prev, strict=True)))
+                and all(a <= b for a, b in zip(pl, held.tolist(), strict=True))
+                and _no_negative(filled, l0, l1)
+            ):
+                return s, p, _DECODE
+        return (*self._check_rows(h, l0, l1, cache, s, p), _GENERAL)
 
     def _check_rows(
         self,
@@ -724,15 +884,6 @@ class TransformerDecoder:
         return s, p
 
 
-def _rope(x: Array, cos: Array, sin: Array, xp: ModuleType) -> Array:
-    """Rotate pairs ``(x[i], x[i + hd/2])`` of ``x`` ``(rows, H, hd)`` by each row's angles
-    (``cos``, ``sin``: ``(rows, 1, hd/2)``); float32 out."""
-    half = x.shape[-1] // 2
-    x32 = x.astype(xp.float32, copy=False)
-    x1, x2 = x32[..., :half], x32[..., half:]
-    return xp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-
-
 def _gather(cache: Array, flat_idx: Array, out: Array, xp: ModuleType) -> Array:
     """Rows ``flat_idx`` of one layer's cache ``(slots, context, H, hd)`` seen as
     ``(slots * context, H, hd)``, written into ``out`` ``(rows, T, H, hd)``.
@@ -750,12 +901,14 @@ def _gather(cache: Array, flat_idx: Array, out: Array, xp: ModuleType) -> Array:
     return out
 
 
-def _masked_softmax(scores: Array, mask: Array, xp: ModuleType) -> Array:
-    """Softmax over the last axis of float32 ``scores``, where ``mask`` is True."""
-    s = xp.where(mask, scores, -xp.inf)
-    s = s - s.max(axis=-1, keepdims=True)
-    e = xp.exp(s)
-    return e / e.sum(axis=-1, keepdims=True)
+def _masked_softmax(scores: Array, mask: Array | None, xp: ModuleType) -> Array:
+    """Softmax over the last axis of float32 ``scores``, where ``mask`` is True (None:
+    everywhere). Overwrites ``scores`` when ``mask`` is None."""
+    s = scores if mask is None else xp.where(mask, scores, -xp.inf)
+    s -= s.max(axis=-1, keepdims=True)
+    xp.exp(s, s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return s
 
 
 # -------------------------------------------------------------------- file formats
