@@ -57,6 +57,33 @@ def test_tokens_equal_plain_greedy_decoding_whatever_the_slicing() -> None:
     assert len(engine.completed) + len(engine.active) == 5
 
 
+def test_refused_slices_are_replanned_and_tokens_stay_exact() -> None:
+    """The arbiter may refuse any offered slice (its kind became too slow); the engine
+    abandons the step, rolls its bookkeeping back and plans again. Whatever is refused,
+    every request still gets exactly the tokens of plain greedy decoding."""
+    rnd = random.Random(11)
+    engine = DecoderEngine(
+        MODEL,
+        cost(),
+        now=lambda: 0,
+        fits=lambda s: rnd.random() < 0.6,
+        max_batch=3,
+        chunk_sizes=(4, 8),
+    )
+    prompts = [[rnd.randrange(61) for _ in range(rnd.randrange(1, 15))] for _ in range(4)]
+    reqs = [engine.submit(p, rnd.randrange(1, 9)) for p in prompts]
+    refused = 0
+    while (s := engine.next_slice()) is not None:
+        if rnd.random() < 0.3:
+            engine.refused(s)  # never run
+            refused += 1
+            continue
+        s.work()  # type: ignore[misc]
+    assert refused > 10
+    for p, r in zip(prompts, reqs, strict=True):
+        assert r.generated == greedy_reference(p, r.max_new_tokens)
+
+
 def test_requests_join_the_running_batch_between_steps() -> None:
     engine = DecoderEngine(MODEL, cost(), now=lambda: 0, max_batch=4)
     first = engine.submit([1, 2, 3], 10)

@@ -181,6 +181,7 @@ class DecoderEngine:
         self._free = list(range(max_batch - 1, -1, -1))
         self._ids = itertools.count(1)
         self._step: _Step | None = None
+        self._offered: tuple[Slice, _Step, bool] | None = None
         self._last_kind = DECODE
         self._templates: dict[SliceKey, Slice] = {}
 
@@ -314,9 +315,29 @@ class DecoderEngine:
         else:
             step.layer = l1
         tpl = self._template(step.kind, pow2(rows), ctx, n, last)
-        return Slice(
-            SliceKind.AI, tpl.op, tpl.bound_ns, tpl.shape, self._work(step, l0, l1), tokens
-        )
+        s = Slice(SliceKind.AI, tpl.op, tpl.bound_ns, tpl.shape, self._work(step, l0, l1), tokens)
+        self._offered = (s, step, last)
+        return s
+
+    def refused(self, s: Slice) -> None:
+        """The arbiter will not issue ``s``: its kind is now predicted over the largest
+        AI slice. Abandon the step and plan a smaller one. Layers the step already ran
+        wrote keys and values at positions that the next step writes again (the same
+        values), so the cache stays consistent."""
+        offered = self._offered
+        if offered is None or offered[0] is not s:
+            return
+        _, step, last = offered
+        self._offered = None
+        if last:  # undo the bookkeeping done when the last slice was made
+            if step.kind == PREFILL:
+                r = step.requests[0]
+                r.prefilled -= len(step.positions)
+                del r.generated[step.gen_index[r.request_id] :]
+            else:
+                for r in step.requests:
+                    del r.generated[step.gen_index[r.request_id] :]
+        self._step = None
 
     def _finish_step(self, step: _Step) -> int:
         """Bookkeeping when the step's last slice is made: tokens counted, requests advanced."""

@@ -8,6 +8,10 @@ the upper edge of the bucket holding the ``quantile`` (p99.9 by default), times
 ``1 + margin``. Until ``min_samples`` durations have been seen for a key, the slice's
 declared bound (:attr:`Slice.bound_ns`) is used instead.
 
+A kind whose prediction exceeds the largest AI slice is refused and so gets no new
+samples; after ``relearn_after`` refusals in a row it is forgotten and learned anew
+from its declared bound (:meth:`refused`).
+
 Old behaviour is forgotten gradually: every ``half_life`` observations of a key, its
 (fractional) counts are halved, so the estimate follows a device whose speed drifts
 (clock throttling, a neighbour's load) while the sparse tail buckets that hold the
@@ -42,6 +46,7 @@ class _KeyStats:
         "max2",
         "next_halving",
         "prediction",
+        "refusals",
         "since_refresh",
         "total",
     )
@@ -55,6 +60,7 @@ class _KeyStats:
         self.hi = -1
         self.prediction = bound_ns
         self.since_refresh = 0
+        self.refusals = 0  # refused in a row since the last observation
         self.max1 = 0  # the two largest durations seen while warming up
         self.max2 = 0
 
@@ -79,6 +85,7 @@ class Estimator:
         min_samples: int = 1000,
         half_life: int = 20_000,
         refresh_every: int = 32,
+        relearn_after: int = 2_000,
     ) -> None:
         if not 0.5 <= quantile < 1.0:
             raise FieldError("Estimator.quantile", f"must be in [0.5, 1), got {quantile!r}")
@@ -93,6 +100,9 @@ class Estimator:
             )
         if refresh_every < 1:
             raise FieldError("Estimator.refresh_every", f"must be >= 1, got {refresh_every!r}")
+        if relearn_after < 1:
+            raise FieldError("Estimator.relearn_after", f"must be >= 1, got {relearn_after!r}")
+        self.relearn_after = relearn_after
         self.quantile = quantile
         self.margin = margin
         self.min_samples = min_samples
@@ -118,6 +128,7 @@ class Estimator:
         st = self._stats.get(s.key)
         if st is None:
             st = self._stats[s.key] = _KeyStats(s.bound_ns, self.half_life)
+        st.refusals = 0
         if duration_ns > 1:
             b = int(math.log(duration_ns) * _INV_LOG_RATIO) + 1
             if b >= _NBUCKETS:
@@ -150,6 +161,20 @@ class Estimator:
                 seen = math.ceil(duration_ns * (1.0 + self.margin))
                 if seen > st.prediction:
                     st.prediction = seen
+
+    def refused(self, s: Slice) -> bool:
+        """The arbiter refused ``s`` (predicted over the largest slice). A kind refused
+        ``relearn_after`` times in a row is forgotten and learned again from its declared
+        bound, as at warm-up: a refused kind gets no new samples, so without this one slow
+        spell would bar it for good. Returns ``True`` when the kind was forgotten."""
+        st = self._stats.get(s.key)
+        if st is None:
+            return False
+        st.refusals += 1
+        if st.refusals < self.relearn_after:
+            return False
+        del self._stats[s.key]
+        return True
 
     def _quantile_edge(self, st: _KeyStats) -> int:
         # Walk down from the top bucket until more than (1 - q) of the mass is above.

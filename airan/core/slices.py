@@ -167,7 +167,11 @@ class Slo:
 
 
 class SliceSource(Protocol):
-    """An object that hands out slices one at a time; ``None`` when the job is done."""
+    """An object that hands out slices one at a time; ``None`` when the job is done.
+
+    It may also have ``refused(slice)``: called when the arbiter will not issue the
+    slice it offered (predicted over the largest AI slice), so that it offers a smaller
+    one next."""
 
     def next_slice(self) -> Slice | None: ...
 
@@ -185,6 +189,7 @@ class AiJob:
         "_exhausted",
         "_it",
         "_next",
+        "_on_refuse",
         "busy_ns",
         "error",
         "job_id",
@@ -209,6 +214,7 @@ class AiJob:
         self.priority = _check_int("AiJob.priority", priority)
         if slo is not None and not isinstance(slo, Slo):
             raise FieldError("AiJob.slo", f"must be a Slo or None, got {slo!r}")
+        self._on_refuse = getattr(source, "refused", None)
         if hasattr(source, "next_slice"):
             nxt = source.next_slice
             self._it: Iterator[Slice | None] = iter(nxt, None)
@@ -252,6 +258,16 @@ class AiJob:
     def _fail(self, reason: str) -> None:
         self._exhausted = True
         self.error = f"AiJob[{self.job_id}] (tenant {self.tenant}): {reason}"
+
+    def refuse(self) -> bool:
+        """Tell the source its next slice was refused (predicted over the largest AI
+        slice). A source with a ``refused(slice)`` method re-plans (a smaller slice next
+        time) and ``True`` is returned; otherwise the slice stays next, and ``False``."""
+        if self._on_refuse is None or self._next is None:
+            return False
+        s, self._next = self._next, None
+        self._on_refuse(s)
+        return True
 
     def take(self) -> Slice:
         """Take the slice :meth:`peek` returned."""

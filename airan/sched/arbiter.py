@@ -417,7 +417,15 @@ class Arbiter:
             budget = self.estimator.predict(s) + guard
             if budget > self.max_ai_slice_ns:
                 self.refused_oversize += 1
-                continue
+                self.estimator.refused(s)
+                if not job.refuse():  # a source that can re-plan offers a smaller slice
+                    continue
+                s = job.peek()
+                if s is None:
+                    continue
+                budget = self.estimator.predict(s) + guard
+                if budget > self.max_ai_slice_ns:
+                    continue
             key = ts.served_ns / ts.weight
             if best is not None and key >= best_key:
                 continue
