@@ -411,21 +411,9 @@ class Arbiter:
             ts = tenants[job.tenant]
             if ts.paused:
                 continue
-            s = job.peek()
-            if s is None:
+            budget = self._fitting_budget(job, guard)
+            if budget is None:
                 continue
-            budget = self.estimator.predict(s) + guard
-            if budget > self.max_ai_slice_ns:
-                self.refused_oversize += 1
-                self.estimator.refused(s)
-                if not job.refuse():  # a source that can re-plan offers a smaller slice
-                    continue
-                s = job.peek()
-                if s is None:
-                    continue
-                budget = self.estimator.predict(s) + guard
-                if budget > self.max_ai_slice_ns:
-                    continue
             key = ts.served_ns / ts.weight
             if best is not None and key >= best_key:
                 continue
@@ -438,6 +426,23 @@ class Arbiter:
             best, best_key, best_budget = job, key, budget
         self.ai_wake = wake
         return None if best is None else (best, best_budget)
+
+    def _fitting_budget(self, job: AiJob, guard: int) -> int | None:
+        """The budget (prediction plus guard) of the job's next slice if it fits the
+        largest AI slice, else ``None``. A refused slice is counted and reported to the
+        estimator, and a source that can re-plan gets one chance to offer a smaller one."""
+        for _ in range(2):
+            s = job.peek()
+            if s is None:
+                return None
+            budget = self.estimator.predict(s) + guard
+            if budget <= self.max_ai_slice_ns:
+                return budget
+            self.refused_oversize += 1
+            self.estimator.refused(s)
+            if not job.refuse():
+                return None
+        return None
 
     def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
         s = job.take()
