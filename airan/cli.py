@@ -86,10 +86,15 @@ _POLICY_FLAGS = ("guard_us", "max_ai_slice_us", "ai_share_cap", "tdm_radio_share
 _WORKLOAD_FLAGS = ("radio_load", "burst_load", "burst_fraction", "slot_us")
 
 
-def _policy(args: argparse.Namespace) -> Policy:
-    data: dict[str, object] = {"name": args.policy}
+def _policy(args: argparse.Namespace, defaults: dict[str, object] | None = None) -> Policy:
+    data: dict[str, object] = {"name": args.policy, **(defaults or {})}
     data.update({k: getattr(args, k) for k in _POLICY_FLAGS if getattr(args, k) is not None})
     return Policy.parse(data, where="policy")
+
+
+# On a CPU one transformer layer takes 0.04 to 0.3 ms: 0.5 ms AI slices within the CPU's
+# 1 ms slots (the radio stays feasible with that blocking), announced work one slot ahead.
+CPU_POLICY_DEFAULTS: dict[str, object] = {"max_ai_slice_us": 500.0, "lookahead_us": 1000.0}
 
 
 def _workload(args: argparse.Namespace, default_slot_us: float | None) -> SyntheticConfig:
@@ -188,12 +193,7 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
 
     try:
         backend = select_backend(params["backend"])
-        policy_data = dict(params["policy"])
-        if backend.name == "numpy" and "max_ai_slice_us" not in params["policy_given"]:
-            # One transformer layer takes ~0.1-0.3 ms on a CPU: allow 0.5 ms AI slices
-            # with the CPU's 1 ms slots (the radio stays feasible with that blocking).
-            policy_data["max_ai_slice_us"] = 500.0
-        policy = Policy.model_validate(policy_data)
+        policy = Policy.model_validate(params["policy"])  # validated by the parent
         workload = dict(params["workload"])
         # A CPU is both host and device: a 1 ms slot (numerology 0) leaves it headroom.
         workload.setdefault("slot_us", 500.0 if backend.name == "cupy" else 1000.0)
@@ -219,7 +219,10 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     if not 0 < args.seconds <= 86_400:
         raise FieldError("--seconds", f"must be in (0, 86400], got {args.seconds}")
-    policy = _policy(args)
+    from airan.backend import probe_cupy
+
+    gpu = args.backend == "cupy" or (args.backend == "auto" and probe_cupy() is not None)
+    policy = _policy(args, None if gpu else CPU_POLICY_DEFAULTS)
     _check_json_path(args.json)
     # Validated here (bad flags fail before anything starts); the slot length, unless
     # given, is chosen in the child once the backend is known.
@@ -232,7 +235,6 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         "seconds": args.seconds,
         "seed": args.seed,
         "ai": args.ai,
-        "policy_given": [k for k in _POLICY_FLAGS if getattr(args, k) is not None],
     }
     # One BLAS thread: the arbiter owns the CPU it runs on, and timing stays repeatable.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -20,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from airan.backend import select_backend
+from airan.cli import CPU_POLICY_DEFAULTS
 from airan.core.policy import Policy
 from airan.runner import run_on_device
 from airan.synthetic import SyntheticConfig
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     backend = select_backend(args.backend)
     cpu = backend.name == "numpy"
-    policy = Policy(max_ai_slice_us=500.0 if cpu else 200.0)
+    policy = Policy(**(CPU_POLICY_DEFAULTS if cpu else {}))  # as airan demo uses it
     cfg = SyntheticConfig(slot_us=1000.0 if cpu else 500.0)
     print(f"{backend.name} on {backend.device}; {args.seconds:g} s per run; policy {policy.name}")
     print(

@@ -153,3 +153,32 @@ def test_tdm_keeps_ai_in_its_window_and_fifo_blocks_the_radio() -> None:
     rf = fifo.report(seed=None, slots=100)
     assert rf.ran.latency_us.max > 500  # stuck behind 16 queued AI slices
     assert rf.ran.misses > 0
+
+
+def test_a_kind_slower_than_declared_is_barred_and_probed_only_where_safe() -> None:
+    """An AI step declared at 100 µs really takes 400 µs (max slice 200 µs). The warm-up
+    trusts the declaration for its first runs, then bars the kind; later probes run
+    only in radio gaps long enough to hold them, so the radio misses nothing more."""
+    ai = Slice.make(SliceKind.AI, "ai.slow", 100 * US)
+    ran = Slice.make(SliceKind.RAN, "ran.r", 150 * US)
+    profile = {
+        ai.key: DurationDist(400 * US, 400 * US, 0.0),
+        ran.key: DurationDist(150 * US, 150 * US, 0.0),
+    }
+    # 250 µs period: gaps of 100 µs never hold a 420 µs probe (one may run after the last
+    # release). 1 ms period: 850 µs gaps do, and probes run in them.
+    for period, lookahead, min_probes, max_probes in ((250, 500, 0, 1), (1_000, 1_000, 5, 10**6)):
+        arb = Arbiter(
+            SimExecutor(profile, seed=2),
+            Policy(max_ai_slice_us=200, guard_us=20, lookahead_us=lookahead),
+        )
+        arb.estimator.relearn_after = 200
+        arb.add_job(AiJob(itertools.repeat(ai), tenant="u"))
+        n = 20_000
+        tasks = [RanTask(i * period * US, i * period * US + 350 * US, (ran,)) for i in range(n)]
+        arb.run(tasks, n * period * US)
+        r = arb.report(seed=None, slots=n)
+        late = [t for t in tasks if t.completed_ns > t.deadline_ns or t.completed_ns < 0]
+        assert len(late) <= 2 and all(t.release_ns < 2_000 * US for t in late)  # warm-up only
+        assert min_probes <= r.ai.probes <= max_probes, r.ai.probes
+        assert r.ai.overruns == 2  # the warm-up runs only: probes run within their budget

@@ -188,18 +188,18 @@ def test_estimator_keeps_the_tail_across_halvings() -> None:
     assert exceed <= 0.0015 * (len(xs) - 1_000)
 
 
-def test_a_refused_kind_is_learned_again_after_enough_refusals() -> None:
+def test_a_refused_kind_becomes_due_for_a_probe_and_can_be_forgotten() -> None:
     est = Estimator(min_samples=10, half_life=100, relearn_after=50)
     s = ran(bound=20_000)
     for _ in range(20):
         est.observe(s, 900_000)  # a slow spell: learned far above the bound
-    assert est.predict(s) > 900_000
     assert not any(est.refused(s) for _ in range(49))
-    assert est.predict(s) > 900_000
-    assert est.refused(s)  # the 50th refusal in a row: forgotten
-    assert est.predict(s) == 20_000  # back to the declared bound, learned anew
-    est.observe(s, 10_000)
-    assert not est.refused(s)  # an observation resets the count
+    assert est.refused(s)  # the 50th refusal in a row: due for a probe
+    assert est.predict(s) > 900_000  # nothing forgotten by refusing
+    est.observe(s, 900_000)  # a probe that was still slow resets the count
+    assert not est.refused(s)
+    est.forget(s)  # what the arbiter does after a probe that fits
+    assert est.predict(s) == 20_000
 
 
 def test_estimator_keys_by_shape() -> None:

@@ -166,7 +166,7 @@ def test_no_issued_slice_is_predicted_over_the_largest_ai_slice() -> None:
         ) -> None:
             if s.kind is SliceKind.AI:
                 budgets.append(tag[2])  # type: ignore[index]
-                layers.append(dict(s.shape)["layers"])
+                layers.append(dict(s.shape)["layers"] if s.op == DECODE else 0)
             submit(s, stream, tag)
 
         ex.submit = spy  # type: ignore[method-assign]
@@ -175,8 +175,10 @@ def test_no_issued_slice_is_predicted_over_the_largest_ai_slice() -> None:
         assert r.ai.slices > 500 and r.ai.tokens > 1000
         assert max(budgets) <= max_us * US
         seen[max_us] = layers
-    assert set(seen[2_000]) == {3}  # a whole step per slice when it fits
-    assert seen[100].count(1) > len(seen[100]) / 2  # mostly one layer under a tight cap
+    decode_loose = [n for n in seen[2_000] if n]
+    decode_tight = [n for n in seen[100] if n]
+    assert set(decode_loose) == {3}  # a whole decode step per slice when it fits
+    assert decode_tight.count(1) > len(decode_tight) / 2  # mostly one layer under a tight cap
 
 
 def test_ai_stops_within_one_slice_when_radio_load_rises() -> None:
@@ -221,3 +223,59 @@ def test_the_engine_runs_under_the_arbiter_on_the_cpu() -> None:
     assert reqs[0].generated == greedy_reference([1, 2, 3, 4], 5)
     assert all(r.first_token_ns > r.submitted_ns for r in reqs)
     assert arb.report(seed=None, slots=0).ai.tokens == 12
+
+
+def test_fifo_queues_slices_ahead_and_tokens_stay_exact() -> None:
+    """The fifo baseline queues several AI slices; a finished request's slot is reused
+    only in execution order, so tokens are still exact (regression: it crashed)."""
+    ex = NumpyExecutor()
+    arb = Arbiter(ex, Policy(name="fifo", fifo_depth=4, max_ai_slice_us=5_000))
+    engine = DecoderEngine(MODEL, cost(), now=ex.clock.now_ns, fits=arb.fits_ai_slice, max_batch=2)
+    prompts = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10], [11, 12]]
+    reqs = [engine.submit(p, 4) for p in prompts]
+    arb.add_job(AiJob(engine, tenant="llm"))
+    arb.run([], 1_000_000_000)
+    for p, r in zip(prompts, reqs, strict=True):
+        assert r.generated == greedy_reference(p, 4)
+
+
+def test_an_idle_engine_serves_requests_submitted_later() -> None:
+    ex = SimExecutor({}, model=cost().dist)
+    arb = Arbiter(ex, Policy())
+    engine = DecoderEngine(MODEL, cost(), now=ex.clock.now_ns, fits=arb.fits_ai_slice)
+    job = AiJob(engine, tenant="llm")
+    arb.add_job(job)
+    first = engine.submit([1, 2], 3)
+    arb.run([], 50_000 * US)
+    assert first.finished and not job.done  # idle, not finished
+    second = engine.submit([3, 4], 3)
+    arb.run([], 50_000 * US)
+    assert second.finished
+    engine.close()
+    with pytest.raises(FieldError, match="engine: is closed"):
+        engine.submit([5], 1)
+
+
+def test_a_bad_load_item_is_rejected_and_the_others_are_served() -> None:
+    load = iter([([1, 2], 3), (list(range(60)), 3), ([3], 2)])  # the middle one is too long
+    engine = DecoderEngine(MODEL, cost(), now=lambda: 0, load=load)
+    while (s := engine.next_slice()) is not None:
+        s.work()  # type: ignore[misc]
+    assert len(engine.completed) + len(engine.active) == 2
+    assert len(engine.rejected) == 1 and "context" in engine.rejected[0]
+
+
+def test_a_source_whose_refused_raises_is_isolated() -> None:
+    class Bad:
+        def next_slice(self) -> Slice | None:
+            return Slice.make(SliceKind.AI, "big", 10_000 * US)
+
+        def refused(self, s: Slice) -> None:
+            raise ValueError("boom")
+
+    ex = SimExecutor({}, model=lambda key: DurationDist(10 * US, 10 * US))
+    arb = Arbiter(ex, Policy())
+    arb.add_job(AiJob(Bad(), tenant="bad"))
+    arb.run([], 10_000 * US)
+    r = arb.report(seed=None, slots=0)
+    assert len(r.ai.failed_jobs) == 1 and "boom" in r.ai.failed_jobs[0]

@@ -102,3 +102,70 @@ def test_a_policy_that_drops_a_tenant_with_jobs_is_refused_whole() -> None:
 def test_bad_tenant_policy(tenants: dict[str, dict[str, object]], needle: str) -> None:
     with pytest.raises(FieldError, match=needle):
         Policy.parse({"tenants": tenants})
+
+
+def test_a_quota_too_small_for_one_slice_is_refused() -> None:
+    with pytest.raises(FieldError, match="tenant 'tiny': quota_us_per_s x share_window_us"):
+        Policy.parse({"tenants": {"tiny": {"quota_us_per_s": 5_000}}})
+
+
+def _shares(arb: Arbiter, before: dict[str, float]) -> dict[str, float]:
+    now = {j.tenant: j.busy_ns for j in arb.jobs}
+    delta = {k: now[k] - before.get(k, 0) for k in now}
+    total = sum(delta.values())
+    return {k: v / total for k, v in delta.items()}
+
+
+def test_resuming_or_reweighting_banks_no_credit() -> None:
+    """A tenant unpaused mid-run, or whose weight changes, gets its fair share from then
+    on, not a catch-up burst (regression)."""
+    a, b = ai_slice("a", 40), ai_slice("b", 40)
+    tenants = {"a": TenantPolicy(), "b": TenantPolicy(paused=True)}
+    arb = Arbiter(SimExecutor(PROFILE, seed=2), Policy(tenants=tenants))
+    arb.add_job(AiJob(itertools.repeat(a), tenant="a"))
+    arb.add_job(AiJob(itertools.repeat(b), tenant="b"))
+    snapshots: list[dict[str, float]] = []
+
+    def progress(p: object) -> None:
+        t = arb.executor.clock.now_ns()
+        if t >= 200_000 * US and len(snapshots) == 0:
+            snapshots.append({j.tenant: j.busy_ns for j in arb.jobs})
+            arb.set_policy(Policy(tenants={"a": TenantPolicy(), "b": TenantPolicy()}))
+        elif t >= 400_000 * US and len(snapshots) == 1:
+            assert _shares(arb, snapshots[0])["b"] == pytest.approx(0.5, abs=0.05)
+            snapshots.append({j.tenant: j.busy_ns for j in arb.jobs})
+            arb.set_policy(Policy(tenants={"a": TenantPolicy(weight=3), "b": TenantPolicy()}))
+        elif t >= 600_000 * US and len(snapshots) == 2:
+            assert _shares(arb, snapshots[1])["a"] == pytest.approx(0.75, abs=0.05)
+            snapshots.append({})
+
+    arb._progress = progress  # type: ignore[assignment]
+    arb._progress_every_ns = 1
+    arb.run(radio(1400), 1400 * 500 * US)
+    assert len(snapshots) == 3
+
+
+def test_a_newcomer_is_levelled_with_competing_tenants_not_paused_ones() -> None:
+    """C joins mid-run beside B (running for a while) and P (paused, served nothing):
+    C shares with B from then on; it is not levelled down to P and given a burst."""
+    p, b, c = ai_slice("p", 40), ai_slice("b", 40), ai_slice("c", 40)
+    tenants = {n: TenantPolicy(paused=(n == "p")) for n in ("p", "b", "c")}
+    arb = Arbiter(SimExecutor(PROFILE, seed=2), Policy(tenants=tenants))
+    arb.add_job(AiJob(itertools.repeat(p), tenant="p"))
+    arb.add_job(AiJob(itertools.repeat(b), tenant="b"))
+    marks: list[dict[str, float]] = []
+
+    def progress(_: object) -> None:
+        t = arb.executor.clock.now_ns()
+        if t >= 100_000 * US and not marks:
+            arb.add_job(AiJob(itertools.repeat(c), tenant="c"))
+            marks.append({j.tenant: j.busy_ns for j in arb.jobs})
+        elif t >= 150_000 * US and len(marks) == 1:
+            shares = _shares(arb, marks[0])
+            assert shares["c"] == pytest.approx(0.5, abs=0.05), shares
+            marks.append({})
+
+    arb._progress = progress  # type: ignore[assignment]
+    arb._progress_every_ns = 1
+    arb.run(radio(400), 400 * 500 * US)
+    assert len(marks) == 2

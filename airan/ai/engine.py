@@ -157,10 +157,14 @@ class DecoderEngine:
         tenant: str = "default",
         load: Iterator[tuple[Sequence[int], int]] | None = None,
     ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int):
+            raise FieldError("max_batch", f"must be an integer, got {max_batch!r}")
         if not 1 <= max_batch <= 4096:
             raise FieldError("max_batch", f"must be in [1, 4096], got {max_batch!r}")
-        if not chunk_sizes or any(c < 1 for c in chunk_sizes):
-            raise FieldError("chunk_sizes", f"must be positive sizes, got {chunk_sizes!r}")
+        if not chunk_sizes or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in chunk_sizes
+        ):
+            raise FieldError("chunk_sizes", f"must be positive integers, got {chunk_sizes!r}")
         if not temperature >= 0:
             raise FieldError("temperature", f"must be >= 0, got {temperature!r}")
         self.model = model
@@ -178,6 +182,8 @@ class DecoderEngine:
         self.waiting: deque[Request] = deque()
         self.active: list[Request] = []
         self.completed: list[Request] = []
+        self.rejected: list[str] = []  # load items refused at submit, with the reason
+        self._closed = False
         self._free = list(range(max_batch - 1, -1, -1))
         self._ids = itertools.count(1)
         self._step: _Step | None = None
@@ -188,7 +194,12 @@ class DecoderEngine:
     # -- requests ----------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], max_new_tokens: int) -> Request:
         """Queue a request; it joins the running batch at the next step boundary."""
-        toks = tuple(int(t) for t in prompt)
+        if self._closed:
+            raise FieldError("engine", "is closed: it accepts no more requests")
+        try:
+            toks = tuple(int(t) for t in prompt)
+        except (TypeError, ValueError):
+            raise FieldError("prompt", "must be a sequence of integer token ids") from None
         if not toks:
             raise FieldError("prompt", "must hold at least one token")
         if any(not 0 <= t < self.cfg.vocab_size for t in toks):
@@ -209,7 +220,19 @@ class DecoderEngine:
 
     @property
     def done(self) -> bool:
-        return self._step is None and not self.waiting and not self.active and self.load is None
+        """Closed, and nothing left to serve. Until then ``next_slice`` returning
+        ``None`` only means "nothing now": requests submitted later are served."""
+        return (
+            self._closed
+            and self._step is None
+            and not self.waiting
+            and not self.active
+            and self.load is None
+        )
+
+    def close(self) -> None:
+        """Accept no more requests; the job ends once those accepted are served."""
+        self._closed = True
 
     # -- the slice source --------------------------------------------------------------
     def next_slice(self) -> Slice | None:
@@ -232,12 +255,15 @@ class DecoderEngine:
                 except StopIteration:
                     self.load = None
                     break
-                self.submit(prompt, n)
+                try:
+                    self.submit(prompt, n)
+                except FieldError as e:  # one bad request never stops the others
+                    self.rejected.append(str(e))
+                    continue
             if not self.waiting:
                 break
             r = self.waiting.popleft()
-            r.slot = self._free.pop()
-            self.cache.reset(r.slot)
+            r.slot = self._free.pop()  # reset by the work of its first prefill slice
             self.active.append(r)
 
     def _start_step(self) -> _Step | None:
@@ -261,8 +287,11 @@ class DecoderEngine:
         head) fits, else the largest power-of-two sub-batch that does; the requests left
         out go first next time. A step, once started, must be able to finish."""
         n = len(decoding)
-        ctx = pow2(max(len(r.prompt) + len(r.generated) for r in decoding))
-        while n > 1 and not self._fits(DECODE, n, ctx, 1, True):
+
+        def ctx(k: int) -> int:  # the context of the first k rows, as the slice keys it
+            return pow2(max(len(r.prompt) + len(r.generated) for r in decoding[:k]))
+
+        while n > 1 and not self._fits(DECODE, n, ctx(n), 1, True):
             n = pow2(n) // 2 if pow2(n) != n else n // 2
         rows = decoding[:n]
         if n < len(decoding):  # rotate: the others lead the next decode step
@@ -275,7 +304,8 @@ class DecoderEngine:
         left = len(r.prompt) - r.prefilled
         smallest = min(self.chunk_sizes)
         halves = [smallest >> k for k in range(1, smallest.bit_length())]
-        sizes = [c for c in [*self.chunk_sizes, *halves] if c <= left] or [left]
+        whole = [left] if left <= self.chunk_sizes[0] else []
+        sizes = sorted({*whole, *(c for c in [*self.chunk_sizes, *halves] if c <= left)})[::-1]
         chunk = sizes[-1]
         for c in sizes:  # the largest chunk whose one-layer slice fits
             if self._fits(PREFILL, c, pow2(r.prefilled + c), 1, True):
@@ -359,6 +389,10 @@ class DecoderEngine:
             if l0 == 0:
                 if step.kind == PREFILL:
                     r = step.requests[0]
+                    if int(step.positions[0]) == 0:
+                        # In execution order: the slot's previous request may still have
+                        # slices queued ahead of this one (the fifo baseline queues several).
+                        self.cache.reset(r.slot)
                     toks = r.prompt[int(step.positions[0]) : int(step.positions[-1]) + 1]
                 else:  # the last token each request has, fed at its next position
                     toks = tuple(

@@ -9,8 +9,8 @@ the upper edge of the bucket holding the ``quantile`` (p99.9 by default), times
 declared bound (:attr:`Slice.bound_ns`) is used instead.
 
 A kind whose prediction exceeds the largest AI slice is refused and so gets no new
-samples; after ``relearn_after`` refusals in a row it is forgotten and learned anew
-from its declared bound (:meth:`refused`).
+samples; after ``relearn_after`` refusals in a row it is due for a probe
+(:meth:`refused`), and a probe that fits makes the arbiter :meth:`forget` it.
 
 Old behaviour is forgotten gradually: every ``half_life`` observations of a key, its
 (fractional) counts are halved, so the estimate follows a device whose speed drifts
@@ -163,18 +163,20 @@ class Estimator:
                     st.prediction = seen
 
     def refused(self, s: Slice) -> bool:
-        """The arbiter refused ``s`` (predicted over the largest slice). A kind refused
-        ``relearn_after`` times in a row is forgotten and learned again from its declared
-        bound, as at warm-up: a refused kind gets no new samples, so without this one slow
-        spell would bar it for good. Returns ``True`` when the kind was forgotten."""
+        """The arbiter refused ``s`` (predicted over the largest slice). Returns ``True``
+        once the kind has been refused ``relearn_after`` times in a row: it is due for a
+        probe. A refused kind gets no new samples, so without probes one slow spell would
+        bar it for good; the arbiter runs a probe only where it cannot delay radio work."""
         st = self._stats.get(s.key)
         if st is None:
             return False
         st.refusals += 1
-        if st.refusals < self.relearn_after:
-            return False
-        del self._stats[s.key]
-        return True
+        return st.refusals >= self.relearn_after
+
+    def forget(self, s: Slice) -> None:
+        """Drop what was learned of ``s``'s kind: it is learned again from its declared
+        bound (after a probe showed that the kind fits again)."""
+        self._stats.pop(s.key, None)
 
     def _quantile_edge(self, st: _KeyStats) -> int:
         # Walk down from the top bucket until more than (1 - q) of the mass is above.

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from airan.core.errors import FieldError
 
 PolicyName = Literal["airan", "exclusive", "fifo", "tdm"]
-TENANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+TENANT_NAME = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
 
 
 class TenantPolicy(BaseModel):
@@ -87,11 +87,20 @@ class Policy(BaseModel):
 
     @model_validator(mode="after")
     def _guard_below_slice(self) -> Policy:
-        for name in self.tenants:
-            if not re.match(TENANT_NAME, name):
+        for name, tp in self.tenants.items():
+            if not re.fullmatch(TENANT_NAME, name):
                 raise ValueError(
                     f"tenant name {name!r} must be 1 to 64 letters, digits or ._:- "
                     "(starting with a letter or digit)"
+                )
+            if tp.quota_us_per_s is not None and (
+                tp.quota_us_per_s / 1e6 * self.share_window_us < self.max_ai_slice_us
+            ):
+                raise ValueError(
+                    f"tenant {name!r}: quota_us_per_s x share_window_us "
+                    f"({tp.quota_us_per_s / 1e6 * self.share_window_us:g} us) must hold at least "
+                    f"one max_ai_slice_us ({self.max_ai_slice_us:g} us), or its largest slices "
+                    "could never run: raise the quota or lengthen share_window_us"
                 )
         if self.guard_us >= self.max_ai_slice_us:
             raise ValueError(

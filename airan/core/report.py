@@ -81,6 +81,9 @@ class AiSection(BaseModel):
         0, description="Decisions at which the next AI slice was predicted over the largest slice."
     )
     overruns: int = Field(0, description="AI slices that ran longer than prediction plus guard.")
+    probes: int = Field(
+        0, description="Refused slice kinds re-measured where no radio work could be delayed."
+    )
     requests: int = Field(0, description="Inference requests completed.")
     ttft_ms: Percentiles = Field(
         default_factory=Percentiles,

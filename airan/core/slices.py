@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from airan.core.errors import FieldError
 
@@ -92,6 +92,7 @@ class Slice:
 
 
 _task_ids = itertools.count(1)
+_END = object()  # never returned by a source: lets ``iter(next_slice, _END)`` pass None on
 
 
 @dataclass(slots=True, eq=False)
@@ -190,6 +191,7 @@ class AiJob:
         "_it",
         "_next",
         "_on_refuse",
+        "_src",
         "busy_ns",
         "error",
         "job_id",
@@ -215,9 +217,11 @@ class AiJob:
         if slo is not None and not isinstance(slo, Slo):
             raise FieldError("AiJob.slo", f"must be a Slo or None, got {slo!r}")
         self._on_refuse = getattr(source, "refused", None)
+        # A source with ``done`` may say "nothing now" (``None``) without ending the job.
+        self._src: Any = source if hasattr(source, "done") else None
         if hasattr(source, "next_slice"):
             nxt = source.next_slice
-            self._it: Iterator[Slice | None] = iter(nxt, None)
+            self._it: Iterator[Slice | None] = iter(nxt, _END) if self._src else iter(nxt, None)
         elif isinstance(source, Iterable):
             self._it = iter(source)
         else:
@@ -247,6 +251,8 @@ class AiJob:
                 self._fail(f"the job's source raised {type(exc).__name__}: {exc}")
                 return None
             if s is None:
+                if self._src is not None and not self._src.done:
+                    return None  # nothing now; more later
                 self._exhausted = True
                 return None
             if type(s) is not Slice or s.kind is not SliceKind.AI:
@@ -266,7 +272,11 @@ class AiJob:
         if self._on_refuse is None or self._next is None:
             return False
         s, self._next = self._next, None
-        self._on_refuse(s)
+        try:
+            self._on_refuse(s)
+        except Exception as exc:  # like a failing source: the job ends, the rest goes on
+            self._fail(f"the job's source raised {type(exc).__name__} in refused(): {exc}")
+            return False
         return True
 
     def take(self) -> Slice:

@@ -216,10 +216,17 @@ class TenantState:
         self.throttled = 0
         self.apply(tp, window_ns)
 
-    def apply(self, tp: TenantPolicy, window_ns: int) -> None:
+    def apply(self, tp: TenantPolicy, window_ns: int, now: int = 0) -> None:
+        old_weight = getattr(self, "weight", tp.weight)
+        if tp.weight != old_weight:  # keep its place in the fair order: same served/weight
+            self.served_ns = self.served_ns / old_weight * tp.weight
         self.weight = tp.weight
         self.paused = tp.paused
-        self.rate = 0.0 if tp.quota_us_per_s is None else tp.quota_us_per_s / 1e6
+        rate = 0.0 if tp.quota_us_per_s is None else tp.quota_us_per_s / 1e6
+        if rate != getattr(self, "rate", None):  # a new quota starts from an empty bucket
+            self.bucket = 0.0
+            self.t_last = now
+        self.rate = rate
         self.burst = self.rate * window_ns
         self.bucket = min(self.bucket, self.burst)
 
@@ -271,6 +278,7 @@ class Arbiter:
         self.jobs: list[AiJob] = []
         self.tenants: dict[str, TenantState] = {}
         self.ai_wake = NEVER
+        self.next_release = NEVER  # the earliest release of radio work not yet released
         self.radio_inflight = 0
         self.ai_inflight = 0
         self.ai_open = True
@@ -299,7 +307,7 @@ class Arbiter:
                 "while a run is in progress (the knobs can change)",
             )
         if policy.tenants:
-            orphans = sorted({j.tenant for j in self.jobs} - set(policy.tenants))
+            orphans = sorted({j.tenant for j in self.jobs if not j.done} - set(policy.tenants))
             if orphans:
                 raise FieldError(
                     "policy.tenants",
@@ -319,15 +327,18 @@ class Arbiter:
         )
         if old is None or old.name != policy.name:
             self.strategy: Strategy = STRATEGIES[policy.name](self)
-        for name, tp in policy.tenants.items():
-            ts = self.tenants.get(name)
-            if ts is None:
-                self.tenants[name] = TenantState(tp, self._share_window_ns)
-            else:
-                ts.apply(tp, self._share_window_ns)
+        now = self.executor.clock.now_ns()
+        resumed = []
         for name, ts in self.tenants.items():
-            if name not in policy.tenants:
-                ts.apply(TenantPolicy(), self._share_window_ns)
+            was_paused = ts.paused
+            ts.apply(policy.tenants.get(name, TenantPolicy()), self._share_window_ns, now)
+            if was_paused and not ts.paused:
+                resumed.append(name)
+        for name, tp in policy.tenants.items():
+            if name not in self.tenants:
+                self.tenants[name] = TenantState(tp, self._share_window_ns)
+        for name in resumed:
+            self._level(name)
 
     def add_job(self, job: AiJob) -> None:
         """Give the arbiter an AI job; higher priority classes are served first.
@@ -345,13 +356,7 @@ class Arbiter:
         if ts is None:
             ts = self.tenants[job.tenant] = TenantState(TenantPolicy(), self._share_window_ns)
         if not any(j.tenant == job.tenant and not j.done for j in self.jobs):
-            # A tenant that was idle banks no credit: it starts level with the others.
-            active = [
-                t.served_ns / t.weight
-                for name, t in self.tenants.items()
-                if name != job.tenant and any(j.tenant == name and not j.done for j in self.jobs)
-            ]
-            ts.served_ns = max(ts.served_ns, min(active, default=0.0) * ts.weight)
+            self._level(job.tenant)
         self.jobs.append(job)
         self.jobs.sort(key=lambda j: -j.priority)
 
@@ -360,6 +365,21 @@ class Arbiter:
 
         AI sources call this to size their next slice (layers, batch, tokens)."""
         return self.estimator.predict(s) + self.guard_ns <= self.max_ai_slice_ns
+
+    def _level(self, name: str) -> None:
+        """A tenant that starts (or resumes) wanting device time banks no credit for the
+        time it did not: its served time per weight is raised to the least among the
+        tenants competing now (not paused, with unfinished jobs)."""
+        ts = self.tenants[name]
+        competing = [
+            t.served_ns / t.weight
+            for other, t in self.tenants.items()
+            if other != name
+            and not t.paused
+            and any(j.tenant == other and not j.done for j in self.jobs)
+        ]
+        if competing:
+            ts.served_ns = max(ts.served_ns, min(competing) * ts.weight)
 
     # -- helpers the strategies use --------------------------------------------------
     def remaining_cost(self, task: RanTask) -> int:
@@ -411,7 +431,7 @@ class Arbiter:
             ts = tenants[job.tenant]
             if ts.paused:
                 continue
-            budget = self._fitting_budget(job, guard)
+            budget = self._fitting_budget(job, guard, now)
             if budget is None:
                 continue
             key = ts.served_ns / ts.weight
@@ -427,11 +447,12 @@ class Arbiter:
         self.ai_wake = wake
         return None if best is None else (best, best_budget)
 
-    def _fitting_budget(self, job: AiJob, guard: int) -> int | None:
+    def _fitting_budget(self, job: AiJob, guard: int, now: int) -> int | None:
         """The budget (prediction plus guard) of the job's next slice if it fits the
         largest AI slice, else ``None``. A refused slice is counted and reported to the
-        estimator, and a source that can re-plan gets one chance to offer a smaller one."""
-        for _ in range(2):
+        estimator; a kind due for a probe runs as one if that is safe (:meth:`_probe_ok`);
+        a source that can re-plan offers smaller slices (a few tries per decision)."""
+        for _ in range(6):
             s = job.peek()
             if s is None:
                 return None
@@ -439,10 +460,24 @@ class Arbiter:
             if budget <= self.max_ai_slice_ns:
                 return budget
             self.refused_oversize += 1
-            self.estimator.refused(s)
+            if self.estimator.refused(s) and self._probe_ok(now, budget):
+                self.probes += 1
+                return budget
             if not job.refuse():
                 return None
         return None
+
+    def _probe_ok(self, now: int, budget: int) -> bool:
+        """Whether a slice over the largest AI slice may run now as a probe: no radio
+        work is released or running, and it ends (by its pessimistic prediction) before
+        the next announced release and within the lookahead, so no radio task, announced
+        or not, can be released while it runs."""
+        return (
+            self.radio_inflight == 0
+            and not self.ready
+            and now + budget <= self.next_release
+            and budget <= self.lookahead_ns
+        )
 
     def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
         s = job.take()
@@ -477,6 +512,7 @@ class Arbiter:
         self.ai_tokens = 0
         self.overruns = 0
         self.refused_oversize = 0
+        self.probes = 0
         self.decisions = 0
         self.latencies = array("q")
         for job in getattr(self, "jobs", ()):
@@ -536,6 +572,8 @@ class Arbiter:
             self.ai_busy_ns += dur
             self.ai_slices += 1
             self.ai_tokens += s.tokens
+            if budget > self.max_ai_slice_ns and dur + self.guard_ns <= self.max_ai_slice_ns:
+                self.estimator.forget(s)  # a probe that fits: learn the kind anew
             self.estimator.record(s, dur)
             job.busy_ns += dur
             job.tokens += s.tokens
@@ -629,6 +667,10 @@ class Arbiter:
                 self.ai_open = False
                 if nxt is None and not tasks:
                     break
+            if announced:
+                self.next_release = announced[0].release_ns
+            else:
+                self.next_release = NEVER if nxt is None else nxt.release_ns
             decisions += 1
             if decisions & _DECISION_SAMPLE_MASK:
                 wake = self.strategy.dispatch(now)
@@ -721,6 +763,7 @@ class Arbiter:
                 tokens_per_s=self.ai_tokens / (elapsed / 1e9),
                 refused_oversize=self.refused_oversize,
                 overruns=self.overruns,
+                probes=self.probes,
                 failed_jobs=[j.error for j in self.jobs if j.error is not None],
                 tenants=tenants,
             ),
