@@ -185,15 +185,7 @@ def test_ai_stops_within_one_slice_when_radio_load_rises() -> None:
     policy = Policy(max_ai_slice_us=150, guard_us=10, lookahead_us=0)
     arb, _, _ = _sim_arbiter(policy)
     ran = Slice.make(SliceKind.RAN, "ran", 100 * US)
-    # Radio load steps from nothing to 80 % at 100 ms.
-    tasks = (
-        [
-            RanTask(100_000 * US + i * 250 * US, 100_000 * US + (i + 3) * 250 * US, (ran,))
-            for i in range(400)
-        ]
-        if False
-        else []
-    )
+    # After 100 ms of AI alone, the radio load steps up to 80 %.
     start = 100_000 * US
     tasks = [RanTask(start + i * 125 * US, start + (i + 8) * 125 * US, (ran,)) for i in range(800)]
     arb.run(tasks, start + 800 * 125 * US)
@@ -202,8 +194,9 @@ def test_ai_stops_within_one_slice_when_radio_load_rises() -> None:
     # Each radio task waits for at most the one AI slice in flight (<= 150 µs) plus
     # radio work queued ahead of it.
     waits = [t.completed_ns - t.release_ns - 100 * US for t in tasks]
-    first = waits[0]
-    assert 0 <= first <= 150 * US
+    assert 0 <= waits[0] <= 150 * US  # the step: AI gives way within one slice
+    # Throughout: a task waits at most one AI slice and one earlier task's radio work.
+    assert max(waits) <= (150 + 100) * US
 
 
 def test_the_engine_runs_under_the_arbiter_on_the_cpu() -> None:
