@@ -18,11 +18,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from airan.core.policy import validation_to_field_error
+from airan.core.policy import CheckedModel
 from airan.core.slices import RanTask, Slice, SliceKey, SliceKind
 from airan.sched.executors import DurationDist
 
@@ -31,10 +31,11 @@ RADIO_OPS: tuple[tuple[str, float], ...] = (("dl.tx", 0.35), ("ul.rx", 0.25), ("
 _LEVELS = tuple(range(5, 101, 5))  # slot load in percent, quantised
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(CheckedModel):
     """The knobs of the synthetic workload (all validated, errors name the field)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _where: ClassVar[str] = "workload"
 
     slot_us: float = Field(500.0, ge=62.5, le=1000.0, description="Slot length (µ=1: 500 µs).")
     radio_load: float = Field(0.6, gt=0.0, le=1.0, description="Mean radio load.")
@@ -73,12 +74,6 @@ class SyntheticConfig(BaseModel):
         f = self.burst_fraction
         return (self.radio_load - f * self.burst_load) / (1.0 - f)
 
-    @classmethod
-    def parse(cls, data: dict[str, Any], where: str = "workload") -> SyntheticConfig:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise validation_to_field_error(exc, where) from None
 
 
 def _dist(mean_ns: float, cfg: SyntheticConfig) -> DurationDist:

@@ -33,14 +33,14 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from airan.core.errors import FieldError
-from airan.core.policy import validation_to_field_error
+from airan.core.policy import CheckedModel
 
 __all__ = ["ROPE_BASE", "KVCache", "ModelConfig", "TransformerDecoder"]
 
@@ -62,11 +62,12 @@ _CHUNK = 1  # one slot, consecutive positions (a prefill chunk, or a single row)
 _DECODE = 2  # distinct slots, one row each
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(CheckedModel):
     """The decoder's hyper-parameters. ``d_model`` must split evenly into ``n_heads``
     heads of an even ``head_dim`` (RoPE rotates pairs of dimensions)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _where: ClassVar[str] = "cfg"
 
     vocab_size: int = Field(512, ge=2, le=10_000_000)
     d_model: int = Field(128, ge=2, le=65_536)
@@ -94,14 +95,6 @@ class ModelConfig(BaseModel):
     def head_dim(self) -> int:
         """Width of one attention head, ``d_model // n_heads``."""
         return self.d_model // self.n_heads
-
-    @classmethod
-    def parse(cls, data: Mapping[str, object], where: str = "cfg") -> ModelConfig:
-        """Validate ``data``; on error raise :class:`FieldError` naming the field."""
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise validation_to_field_error(exc, where) from None
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every weight's name and shape, in a fixed order."""

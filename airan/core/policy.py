@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from airan.core.errors import FieldError
 
 PolicyName = Literal["airan", "exclusive", "fifo", "tdm"]
+
+
+class CheckedModel(BaseModel):
+    """A pydantic model whose :meth:`parse` raises :class:`FieldError` naming the field."""
+
+    _where: ClassVar[str] = "config"
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], where: str | None = None) -> Self:
+        """Validate ``data``; on error raise :class:`FieldError` naming every bad field,
+        prefixed with ``where`` (the config's name in messages)."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise validation_to_field_error(exc, where or cls._where) from None
 TENANT_NAME = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
 
 
@@ -32,7 +48,7 @@ class TenantPolicy(BaseModel):
 POLICY_NAMES: tuple[PolicyName, ...] = ("airan", "exclusive", "fifo", "tdm")
 
 
-class Policy(BaseModel):
+class Policy(CheckedModel):
     """How the device is shared.
 
     ``name`` picks the strategy: ``airan`` (the arbiter), or one of the baselines
@@ -41,6 +57,7 @@ class Policy(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _where: ClassVar[str] = "policy"
 
     name: PolicyName = "airan"
     guard_us: float = Field(
@@ -116,14 +133,6 @@ class Policy(BaseModel):
                 "or the largest AI slices could never be admitted: lengthen share_window_us"
             )
         return self
-
-    @classmethod
-    def parse(cls, data: dict[str, object], where: str = "policy") -> Policy:
-        """Validate ``data``; on error raise :class:`FieldError` naming the field."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise validation_to_field_error(exc, where) from None
 
     def ns(self, field_name: str) -> int:
         """A ``*_us`` knob in integer nanoseconds."""
