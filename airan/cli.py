@@ -92,11 +92,6 @@ def _policy(args: argparse.Namespace, defaults: dict[str, object] | None = None)
     return Policy.parse(data, where="policy")
 
 
-# On a CPU one transformer layer takes 0.04 to 0.3 ms: 0.5 ms AI slices within the CPU's
-# 1 ms slots (the radio stays feasible with that blocking), announced work one slot ahead.
-CPU_POLICY_DEFAULTS: dict[str, object] = {"max_ai_slice_us": 500.0, "lookahead_us": 1000.0}
-
-
 def _workload(args: argparse.Namespace, default_slot_us: float | None) -> SyntheticConfig:
     data: dict[str, object] = {} if default_slot_us is None else {"slot_us": default_slot_us}
     data.update({k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None})
@@ -189,14 +184,13 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
 def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
     """Runs in its own process, so that drawing the progress bar never delays the radio."""
     from airan.backend import select_backend
-    from airan.runner import run_on_device
+    from airan.runner import device_defaults, run_on_device
 
     try:
         backend = select_backend(params["backend"])
         policy = Policy.model_validate(params["policy"])  # validated by the parent
         workload = dict(params["workload"])
-        # A CPU is both host and device: a 1 ms slot (numerology 0) leaves it headroom.
-        workload.setdefault("slot_us", 500.0 if backend.name == "cupy" else 1000.0)
+        workload.setdefault("slot_us", device_defaults(backend.name == "cupy")[1])
         cfg = SyntheticConfig.parse(workload, where="workload")
         conn.send(("start", backend.name, backend.device, cfg.slot_us))
 
@@ -220,9 +214,10 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     if not 0 < args.seconds <= 86_400:
         raise FieldError("--seconds", f"must be in (0, 86400], got {args.seconds}")
     from airan.backend import probe_cupy
+    from airan.runner import device_defaults
 
     gpu = args.backend == "cupy" or (args.backend == "auto" and probe_cupy() is not None)
-    policy = _policy(args, None if gpu else CPU_POLICY_DEFAULTS)
+    policy = _policy(args, device_defaults(gpu)[0])
     _check_json_path(args.json)
     # Validated here (bad flags fail before anything starts); the slot length, unless
     # given, is chosen in the child once the backend is known.

@@ -28,6 +28,18 @@ ProgressFn = Callable[[Progress], None]
 AiKind = Literal["transformer", "synthetic"]
 
 
+def device_defaults(gpu: bool) -> tuple[dict[str, object], float]:
+    """The demo's policy knobs and slot length (µs) for a device, unless given.
+
+    A CPU is host and device at once and one transformer layer takes 0.04 to 0.3 ms
+    there: 1 ms slots (numerology 0), 0.5 ms AI slices (the radio stays feasible with
+    that blocking) and announced work one slot ahead. A GPU keeps the policy defaults
+    and 0.5 ms slots (numerology 1)."""
+    if gpu:
+        return {}, 500.0
+    return {"max_ai_slice_us": 500.0, "lookahead_us": 1000.0}, 1000.0
+
+
 def demo_model_config(backend: Backend) -> ModelConfig:
     """The built-in decoder's size for the demo: small on a CPU, larger on a GPU."""
     if backend.name == "cupy":

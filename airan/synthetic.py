@@ -75,7 +75,6 @@ class SyntheticConfig(CheckedModel):
         return (self.radio_load - f * self.burst_load) / (1.0 - f)
 
 
-
 def _dist(mean_ns: float, cfg: SyntheticConfig) -> DurationDist:
     return DurationDist(
         mean_ns=mean_ns,

@@ -20,9 +20,8 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from airan.backend import select_backend
-from airan.cli import CPU_POLICY_DEFAULTS
 from airan.core.policy import Policy
-from airan.runner import run_on_device
+from airan.runner import device_defaults, run_on_device
 from airan.synthetic import SyntheticConfig
 
 
@@ -34,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     backend = select_backend(args.backend)
-    cpu = backend.name == "numpy"
-    policy = Policy(**(CPU_POLICY_DEFAULTS if cpu else {}))  # as airan demo uses it
-    cfg = SyntheticConfig(slot_us=1000.0 if cpu else 500.0)
+    knobs, slot_us = device_defaults(backend.name == "cupy")  # as airan demo uses them
+    policy = Policy.parse(knobs)
+    cfg = SyntheticConfig(slot_us=slot_us)
     print(f"{backend.name} on {backend.device}; {args.seconds:g} s per run; policy {policy.name}")
     print(
         "| AI tenant | tokens/s alone | tokens/s with radio | ratio | harvest | "

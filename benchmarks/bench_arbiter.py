@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ QUEUED = 64
 US = 1000
 
 
-def _setup(announce_only: bool) -> tuple[Arbiter, SimExecutor, list[Slice], list[int]]:
+def _setup() -> tuple[Arbiter, SimExecutor, list[Slice]]:
     rs = [Slice.make(SliceKind.RAN, "ran", 50 * US, {"i": i}) for i in range(4)]
     ai = Slice.make(SliceKind.AI, "ai", 100 * US, tokens=1)
     profile = {s.key: DurationDist(20 * US, 50 * US) for s in rs}
@@ -46,11 +47,10 @@ def _setup(announce_only: bool) -> tuple[Arbiter, SimExecutor, list[Slice], list
     ex = SimExecutor(profile, seed=1)
     arb = Arbiter(ex, Policy(lookahead_us=1e6), Estimator())
     arb.add_job(AiJob(iter(lambda: ai, None)))
-    counter = [0]
-    return arb, ex, rs, counter
+    return arb, ex, rs
 
 
-def _task(rs: list[Slice], rng: np.random.Generator, now: int, release: int) -> RanTask:
+def _task(rs: list[Slice], rng: np.random.Generator, release: int) -> RanTask:
     deadline = release + int(rng.integers(10_000, 1_000_000)) * US
     return RanTask(release, deadline, (rs[int(rng.integers(0, 4))],))
 
@@ -63,46 +63,51 @@ def _finish_one(arb: Arbiter, ex: SimExecutor) -> None:
         arb._complete(c)
 
 
-def bench_radio_pick(n: int) -> np.ndarray:
-    arb, ex, rs, _ = _setup(False)
-    rng = np.random.default_rng(0)
-    strat = arb.strategy
-    for _ in range(QUEUED):
-        t = _task(rs, rng, 0, 0)
-        arb._announce(t)
-        arb._release(t)
+def _time_dispatch(arb: Arbiter, ex: SimExecutor, n: int, after: Callable[[], None]) -> np.ndarray:
+    """Time ``n`` decisions (the dispatch call only); ``after`` restores the state."""
     out = np.empty(n, dtype=np.int64)
     perf = time.perf_counter_ns
+    dispatch = arb.strategy.dispatch
     for i in range(n):
         now = ex.clock.now_ns()
         t0 = perf()
-        strat.dispatch(now)
+        dispatch(now)
         out[i] = perf() - t0
-        _finish_one(arb, ex)  # the slice completes, its task ends: queue one more
-        t = _task(rs, rng, now, ex.clock.now_ns())
+        after()
+    return out
+
+
+def bench_radio_pick(n: int) -> np.ndarray:
+    arb, ex, rs = _setup()
+    rng = np.random.default_rng(0)
+
+    def release_one() -> None:
+        t = _task(rs, rng, ex.clock.now_ns())
         arb._announce(t)
         arb._release(t)
+
+    for _ in range(QUEUED):
+        release_one()
+
+    def after() -> None:  # the slice completes, its task ends: release one more
+        _finish_one(arb, ex)
+        release_one()
         assert len(arb.ready) == QUEUED
-    return out
+
+    return _time_dispatch(arb, ex, n, after)
 
 
 def bench_ai_admission(n: int) -> np.ndarray:
-    arb, ex, rs, _ = _setup(True)
+    arb, ex, rs = _setup()
     rng = np.random.default_rng(1)
-    strat = arb.strategy
-    far = 10**15
     for _ in range(QUEUED):
-        arb._announce(_task(rs, rng, 0, far))
-    out = np.empty(n, dtype=np.int64)
-    perf = time.perf_counter_ns
-    for i in range(n):
-        now = ex.clock.now_ns()
-        t0 = perf()
-        strat.dispatch(now)
-        out[i] = perf() - t0
+        arb._announce(_task(rs, rng, 10**15))
+
+    def after() -> None:
         assert arb.ai_inflight == 1 and len(arb.known) == QUEUED and not arb.ready
         _finish_one(arb, ex)
-    return out
+
+    return _time_dispatch(arb, ex, n, after)
 
 
 def main(argv: list[str] | None = None) -> int:

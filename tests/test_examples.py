@@ -11,6 +11,15 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def run_example(name: str, *args: str) -> str:
+    """Run ``examples/name`` as a user would; its output, after checking it succeeded."""
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -22,41 +31,23 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     ],
 )
 def test_example_runs(argv: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / argv[0]), *argv[1:]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "radio tasks" in proc.stdout and "tokens" in proc.stdout
+    out = run_example(argv[0], *argv[1:])
+    assert "radio tasks" in out and "tokens" in out
 
 
 def test_example_sim_shares_the_device_without_misses() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "share_a_device.py"), "--sim", "--seconds", "5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert ", 0 missed" in proc.stdout
-    tokens = int(proc.stdout.split(" tokens")[0].rsplit(" ", 1)[-1])
+    out = run_example("share_a_device.py", "--sim", "--seconds", "5")
+    assert ", 0 missed" in out
+    tokens = int(out.split(" tokens")[0].rsplit(" ", 1)[-1])
     assert tokens > 0
 
 
 def test_bring_your_own_model_shares_follow_the_tenant_weights() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "bring_your_own_model.py"), "--sim", "--seconds", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert ", 0 missed" in proc.stdout
+    out = run_example("bring_your_own_model.py", "--sim", "--seconds", "2")
+    assert ", 0 missed" in out
     ms = {
         line.split(":")[0].strip(): float(line.split(", ")[1].split(" ms")[0])
-        for line in proc.stdout.splitlines()
+        for line in out.splitlines()
         if line.startswith("  team-")
     }
     assert ms["team-a"] / ms["team-b"] == pytest.approx(2.0, rel=0.05)

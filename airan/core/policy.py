@@ -26,6 +26,8 @@ class CheckedModel(BaseModel):
             return cls.model_validate(dict(data))
         except ValidationError as exc:
             raise validation_to_field_error(exc, where or cls._where) from None
+
+
 TENANT_NAME = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
 
 
