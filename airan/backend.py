@@ -43,6 +43,21 @@ class Backend:
     device: str
 
 
+def array_module(a: object) -> ModuleType:
+    """The array module that owns ``a``: ``cupy`` for a CuPy array, else ``numpy``.
+
+    Kernels written once for both backends call this on their input instead of
+    importing CuPy (which is imported here only when ``a`` already is a CuPy array).
+    """
+    if type(a).__module__.startswith("cupy"):
+        import cupy  # noqa: PLC0415 - only reached with a CuPy array in hand
+
+        return cupy  # type: ignore[no-any-return]
+    import numpy  # noqa: PLC0415
+
+    return numpy
+
+
 def cpu_device() -> str:
     """The CPU, as named in reports."""
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
