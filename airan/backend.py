@@ -50,10 +50,10 @@ def array_module(a: object) -> ModuleType:
     importing CuPy (which is imported here only when ``a`` already is a CuPy array).
     """
     if type(a).__module__.startswith("cupy"):
-        import cupy  # noqa: PLC0415 - only reached with a CuPy array in hand
+        import cupy
 
         return cupy  # type: ignore[no-any-return]
-    import numpy  # noqa: PLC0415
+    import numpy
 
     return numpy
 

@@ -41,7 +41,7 @@ def generate(out: Path) -> list[Path]:
                 f"{pkg}=={have} is installed but the stubs are generated with {pkg}=={want}; "
                 f'run: pip install "{pkg}=={want}"'
             )
-    from grpc_tools import protoc  # noqa: PLC0415 - only needed when generating
+    from grpc_tools import protoc
 
     protos = proto_files()
     if not protos:
