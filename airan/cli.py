@@ -17,13 +17,20 @@ from rich.table import Table
 from airan.core.errors import FieldError
 from airan.core.policy import POLICY_NAMES, Policy
 from airan.core.report import RunReport
+from airan.ran.config import RanConfig
 from airan.sched.arbiter import Progress as RunProgress
 from airan.synthetic import SyntheticConfig
 
-SYNTHETIC_NOTE = (
-    "radio workload: SYNTHETIC (calibrated FFT work per slot); the real DU replaces it "
-    "when it lands"
-)
+SYNTHETIC_NOTE = "radio workload: SYNTHETIC (calibrated FFT work per slot, not the DU)"
+
+
+def du_note(ran: RanConfig, device: str) -> str:
+    return (
+        f"radio workload: DU ({ran.cells} cell(s), µ={ran.numerology}, {ran.bandwidth_mhz} MHz, "
+        f"{ran.n_prb} PRBs, {ran.antennas} rx antennas, {ran.layers} layer(s), {ran.ues} UEs) "
+        f"- MAC scheduling and the L1 kernels on {device}; the uplink replays test vectors "
+        "recorded at start-up"
+    )
 
 
 def _number(flag: str, kind: Callable[[str], Any], lo: float | None = None) -> Callable[[str], Any]:
@@ -41,7 +48,7 @@ def _number(flag: str, kind: Callable[[str], Any], lo: float | None = None) -> C
     return parse
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, workload_default: str) -> None:
     p.add_argument("--policy", choices=POLICY_NAMES, default="airan", help="sharing strategy")
     p.add_argument("--seed", type=_number("--seed", int, 0), default=0, help="random seed")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the run report here")
@@ -51,6 +58,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ai-share-cap", type=_number("--ai-share-cap", float))
     g.add_argument("--tdm-radio-share", type=_number("--tdm-radio-share", float))
     g.add_argument("--fifo-depth", type=_number("--fifo-depth", int))
+    p.add_argument(
+        "--workload",
+        choices=("du", "synthetic"),
+        default=workload_default,
+        help=f"radio workload: the DU (MAC + L1) or the synthetic one (default {workload_default})",
+    )
+    r = p.add_argument_group("cell (the du workload)")
+    r.add_argument("--numerology", type=_number("--numerology", int), help="µ, 0-3")
+    r.add_argument("--bandwidth-mhz", type=_number("--bandwidth-mhz", int))
+    r.add_argument("--antennas", type=_number("--antennas", int), help="receive antennas")
+    r.add_argument("--layers", type=_number("--layers", int), help="MIMO layers per UE")
+    r.add_argument("--ues", type=_number("--ues", int), help="UEs per cell")
+    r.add_argument("--cells", type=_number("--cells", int))
+    r.add_argument("--ul-deadline-slots", type=_number("--ul-deadline-slots", int))
     w = p.add_argument_group("workload (synthetic)")
     w.add_argument("--radio-load", type=_number("--radio-load", float), help="mean radio load")
     w.add_argument("--burst-load", type=_number("--burst-load", float), help="load in bursts")
@@ -75,15 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
         default="transformer",
         help="AI tenant: the built-in transformer decoder (default) or the synthetic one",
     )
-    _add_common(demo)
+    _add_common(demo, "du")
     sim = sub.add_parser("simulate", help="run the same in virtual time")
     sim.add_argument("--slots", type=_number("--slots", int, 1), default=1_000_000)
-    _add_common(sim)
+    _add_common(sim, "synthetic")
     return parser
 
 
 _POLICY_FLAGS = ("guard_us", "max_ai_slice_us", "ai_share_cap", "tdm_radio_share", "fifo_depth")
 _WORKLOAD_FLAGS = ("radio_load", "burst_load", "burst_fraction", "slot_us")
+_RAN_FLAGS = (
+    "numerology",
+    "bandwidth_mhz",
+    "antennas",
+    "layers",
+    "ues",
+    "cells",
+    "ul_deadline_slots",
+)
+
+
+def _ran(args: argparse.Namespace, gpu: bool) -> RanConfig | None:
+    """The DU's cell: the device's defaults, overridden by the flags given (validated)."""
+    given = [k for k in _RAN_FLAGS if getattr(args, k) is not None]
+    if args.workload != "du":
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise FieldError(flags, "applies to --workload du only")
+        return None
+    from airan.runner import ran_defaults
+
+    data: dict[str, object] = dict(ran_defaults(gpu))
+    data.update({k: getattr(args, k) for k in given})
+    return RanConfig.parse(data, where="ran")
 
 
 def _policy(args: argparse.Namespace, defaults: dict[str, object] | None = None) -> Policy:
@@ -160,9 +205,14 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     from airan.runner import simulate
 
     policy = _policy(args)
+    ran = _ran(args, gpu=True)
     cfg = _workload(args, 500.0)
     _check_json_path(args.json)
-    console.print(f"[dim]{SYNTHETIC_NOTE}; virtual time[/dim]")
+    if ran is not None:
+        note = du_note(ran, "a simulated device (durations from the L1 cost model)")
+        console.print(f"[dim]{note}; virtual time[/dim]")
+    else:
+        console.print(f"[dim]{SYNTHETIC_NOTE}; virtual time[/dim]")
     with Progress(
         TextColumn("simulating {task.fields[policy]}"),
         BarColumn(),
@@ -172,12 +222,12 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         transient=True,
     ) as bar:
         task = bar.add_task("sim", total=args.slots, policy=policy.name, misses=0)
-        slot_ns = cfg.slot_us * 1000.0
+        slot_ns = cfg.slot_us * 1000.0 if ran is None else float(ran.slot_ns)
 
         def progress(p: RunProgress) -> None:
             bar.update(task, completed=min(args.slots, p.now_ns / slot_ns), misses=p.ran_misses)
 
-        report = simulate(args.slots, policy, args.seed, cfg, progress)
+        report = simulate(args.slots, policy, args.seed, ran or cfg, progress)
     return _finish(report, args, console)
 
 
@@ -191,8 +241,11 @@ def _demo_child(params: dict[str, Any], shared: Any, conn: Any) -> None:
         policy = Policy.model_validate(params["policy"])  # validated by the parent
         workload = dict(params["workload"])
         workload.setdefault("slot_us", device_defaults(backend.name == "cupy")[1])
-        cfg = SyntheticConfig.parse(workload, where="workload")
-        conn.send(("start", backend.name, backend.device, cfg.slot_us))
+        cfg: SyntheticConfig | RanConfig = SyntheticConfig.parse(workload, where="workload")
+        if params["ran"] is not None:
+            cfg = RanConfig.parse(params["ran"], where="ran")
+        slot_us = cfg.slot_ns / 1000.0 if isinstance(cfg, RanConfig) else cfg.slot_us
+        conn.send(("start", backend.name, backend.device, slot_us))
 
         def progress(p: RunProgress) -> None:
             shared[0] = p.now_ns / max(p.duration_ns, 1)
@@ -218,6 +271,7 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
     gpu = args.backend == "cupy" or (args.backend == "auto" and probe_cupy() is not None)
     policy = _policy(args, device_defaults(gpu)[0])
+    ran = _ran(args, gpu)
     _check_json_path(args.json)
     # Validated here (bad flags fail before anything starts); the slot length, unless
     # given, is chosen in the child once the backend is known.
@@ -230,6 +284,7 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         "seconds": args.seconds,
         "seed": args.seed,
         "ai": args.ai,
+        "ran": None if ran is None else ran.model_dump(mode="json"),
     }
     # One BLAS thread: the arbiter owns the CPU it runs on, and timing stays repeatable.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -257,7 +312,8 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
                 except EOFError:
                     break
                 if msg[0] == "start":
-                    console.print(f"[dim]{SYNTHETIC_NOTE}[/dim]")
+                    note = SYNTHETIC_NOTE if ran is None else du_note(ran, msg[2])
+                    console.print(f"[dim]{note}[/dim]")
                     console.print(
                         f"backend {msg[1]} on {msg[2]}; slot {msg[3]:.0f} µs; "
                         f"policy {policy.name}; AI tenant: {args.ai}; {args.seconds:g} s"

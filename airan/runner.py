@@ -19,7 +19,8 @@ from airan.backend import Backend, make_executor
 from airan.core.errors import FieldError
 from airan.core.policy import Policy
 from airan.core.report import Percentiles, RunReport
-from airan.core.slices import AiJob
+from airan.core.slices import AiJob, RanTask
+from airan.ran.config import RanConfig
 from airan.sched.arbiter import Arbiter, Progress
 from airan.sched.executors import SimExecutor
 from airan.synthetic import SyntheticConfig, SyntheticWorkload, array_work_factory
@@ -38,6 +39,27 @@ def device_defaults(gpu: bool) -> tuple[dict[str, object], float]:
     if gpu:
         return {}, 500.0
     return {"max_ai_slice_us": 500.0, "lookahead_us": 1000.0}, 1000.0
+
+
+def ran_defaults(gpu: bool) -> dict[str, object]:
+    """The demo's cell when the user gives none: what the device can process in time.
+
+    A GPU gets one 100 MHz µ=1 cell with 4 receive antennas, 2 layers and 16 UEs. A
+    CPU (NumPy) decodes LDPC some hundred times slower: one 5 MHz µ=0 cell (1 ms
+    slots) with 2 antennas, one layer and 2 UEs with light Poisson traffic, and 4
+    slots to decode the uplink (``docs/l1-benchmark.md`` has the measured ladder)."""
+    if gpu:
+        return {"numerology": 1, "bandwidth_mhz": 100, "antennas": 4, "layers": 2, "ues": 16}
+    return {
+        "numerology": 0,
+        "bandwidth_mhz": 5,
+        "antennas": 2,
+        "layers": 1,
+        "ues": 2,
+        "max_ues_per_slot": 1,
+        "ul_deadline_slots": 4,
+        "traffic": {"kind": "poisson", "dl_rate_mbps": 1.0, "ul_rate_mbps": 0.5},
+    }
 
 
 def demo_model_config(backend: Backend) -> ModelConfig:
@@ -62,19 +84,33 @@ def simulate(
     slots: int,
     policy: Policy,
     seed: int = 0,
-    workload: SyntheticConfig | None = None,
+    workload: SyntheticConfig | RanConfig | None = None,
     progress: ProgressFn | None = None,
 ) -> RunReport:
-    """Run ``slots`` slots of the synthetic workload in virtual time."""
+    """Run ``slots`` slots in virtual time: the synthetic workload, or with a
+    :class:`RanConfig` the DU (MAC scheduling every slot, L1 durations from
+    :func:`airan.ran.du.cost_model`); the AI tenant is the synthetic decoder."""
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise FieldError("slots", f"must be a positive integer, got {slots!r}")
-    wl = SyntheticWorkload(workload, seed=seed)
-    arb = Arbiter(SimExecutor(wl.profile(), seed=seed), policy, progress=progress)
+    if isinstance(workload, RanConfig):
+        from airan.ran.du import DuWorkload
+
+        du = DuWorkload(workload, seed=seed)
+        wl = SyntheticWorkload(None, seed=seed)
+        ex = SimExecutor(wl.profile(), seed=seed, model=du.cost_model)
+        slot_ns, describe = du.slot_ns, du.describe()
+        radio: Iterator[RanTask] = du.radio_tasks(0, slots)
+    else:
+        wl = SyntheticWorkload(workload, seed=seed)
+        ex = SimExecutor(wl.profile(), seed=seed)
+        slot_ns, describe = wl.slot_ns, wl.describe()
+        radio = wl.radio_tasks(0, slots)
+    arb = Arbiter(ex, policy, progress=progress, queue_capacity=1 << 14)
     arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant="synthetic-decoder"))
     t0 = time.perf_counter()
-    arb.run(wl.radio_tasks(0, slots), slots * wl.slot_ns)
+    arb.run(radio, slots * slot_ns)
     wall = time.perf_counter() - t0
-    return arb.report(seed=seed, slots=slots, workload=wl.describe(), wall_time_s=wall)
+    return arb.report(seed=seed, slots=slots, workload=describe, wall_time_s=wall)
 
 
 def run_on_device(
@@ -82,15 +118,17 @@ def run_on_device(
     seconds: float,
     policy: Policy,
     seed: int = 0,
-    workload: SyntheticConfig | None = None,
+    workload: SyntheticConfig | RanConfig | None = None,
     progress: ProgressFn | None = None,
     ai: AiKind = "transformer",
     radio: bool = True,
 ) -> RunReport:
-    """Run the synthetic radio workload and an AI tenant for ``seconds`` of wall time on
-    a real device. ``ai``: the built-in transformer decoder serving a closed-loop chat
-    load (seeded weights), or the synthetic decoder. ``radio=False`` runs the AI alone
-    (the reference for what co-scheduling costs it)."""
+    """Run a radio workload and an AI tenant for ``seconds`` of wall time on a real
+    device. ``workload``: a :class:`RanConfig` runs the DU (MAC and the real L1
+    kernels of :mod:`airan.ran.phy`); otherwise the synthetic workload. ``ai``: the
+    built-in transformer decoder serving a closed-loop chat load (seeded weights), or
+    the synthetic decoder. ``radio=False`` runs the AI alone (the reference for what
+    co-scheduling costs it)."""
     if not 0 < seconds <= 86_400:
         raise FieldError("seconds", f"must be in (0, 86400], got {seconds!r}")
     if backend.name == "cupy":
@@ -103,7 +141,20 @@ def run_on_device(
         def sync() -> None:
             return None
 
-    wl = SyntheticWorkload(workload, seed=seed, work=array_work_factory(backend.xp, sync))
+    du = None
+    if isinstance(workload, RanConfig):
+        from airan.ran.du import DuWorkload
+        from airan.ran.l1 import L1Work
+
+        l1 = [
+            L1Work(workload, backend.xp, seed=seed, cell=c, sync=sync)
+            for c in range(workload.cells)
+        ]
+        du = DuWorkload(workload, seed=seed, l1=l1)
+        wl = SyntheticWorkload(None, seed=seed, work=array_work_factory(backend.xp, sync))
+    else:
+        wl = SyntheticWorkload(workload, seed=seed, work=array_work_factory(backend.xp, sync))
+    slot_ns = du.slot_ns if du is not None else wl.slot_ns
     executor = make_executor(backend)
     arb = Arbiter(executor, policy, progress=progress)
     engine: DecoderEngine | None = None
@@ -124,17 +175,23 @@ def run_on_device(
         arb.add_job(AiJob(engine, tenant="llm"))
     else:
         arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant="synthetic-decoder"))
-    slots = max(1, int(seconds * 1e9 // wl.slot_ns))
+    slots = max(1, int(seconds * 1e9 // slot_ns))
     # Leave a few slots for the loop to settle before the first release.
-    start = executor.clock.now_ns() + 2 * wl.slot_ns
+    start = executor.clock.now_ns() + 2 * slot_ns
     t0 = time.perf_counter()
     try:
-        tasks = wl.radio_tasks(start, slots) if radio else iter(())
-        arb.run(tasks, start - executor.clock.now_ns() + slots * wl.slot_ns)
+        tasks: Iterator[RanTask] = iter(())
+        if radio:
+            tasks = (du or wl).radio_tasks(start, slots)
+        arb.run(tasks, start - executor.clock.now_ns() + slots * slot_ns)
     finally:
         executor.close()
     wall = time.perf_counter() - t0
-    report = arb.report(seed=seed, slots=slots, workload=wl.describe(), wall_time_s=wall)
+    describe = du.describe() if du is not None else wl.describe()
+    report = arb.report(seed=seed, slots=slots, workload=describe, wall_time_s=wall)
+    if du is not None:
+        report.workload["l1_crc_ok"] = du.l1_crc_ok
+        report.workload["l1_crc_total"] = du.l1_crc_total
     report.workload["ai"] = ai
     if engine is not None:
         report.workload["model"] = engine.cfg.model_dump()

@@ -91,9 +91,42 @@ def test_demo_runs_on_the_cpu_and_reports(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "SYNTHETIC" in proc.stdout
+    assert "radio workload: DU" in proc.stdout  # the DU is the default workload
     doc = json.loads(out.read_text())
     assert doc["backend"] == "numpy"
     assert doc["ran"]["tasks"] > 0
     assert doc["ai"]["slices"] > 0 and doc["ai"]["tokens"] > 0
-    assert doc["workload"]["synthetic"] is True
+    assert doc["workload"]["workload"] == "du" and doc["workload"]["synthetic"] is False
+    assert doc["workload"]["ran"]["numerology"] == 0  # the CPU's default cell
+    assert doc["workload"]["l1_crc_total"] > 0  # the real L1 decoded uplink slots
+
+
+def test_demo_runs_the_synthetic_workload_on_request(tmp_path: Path) -> None:
+    out = tmp_path / "demo.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "airan", "demo", "--seconds", "1", "--backend", "numpy",
+         "--workload", "synthetic", "--ai", "synthetic", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "SYNTHETIC" in proc.stdout
+    assert json.loads(out.read_text())["workload"]["synthetic"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--bandwidth-mhz", "7"], "ran.bandwidth_mhz"),
+        (["--layers", "4", "--antennas", "2"], "ran"),
+        (["--numerology", "5"], "ran.numerology"),
+        (["--workload", "synthetic", "--ues", "4"], "--ues"),
+    ],
+)
+def test_demo_refuses_a_bad_cell_before_starting(
+    argv: list[str], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--seconds", "1", "--backend", "numpy", *argv]) == 2
+    err = capsys.readouterr().err
+    assert field in err, err

@@ -38,6 +38,7 @@ slice starts; it counts as a miss (``ran.dropped``).
 
 from __future__ import annotations
 
+import threading
 import time
 from array import array
 from collections import deque
@@ -62,6 +63,104 @@ from airan.sched.executors import NEVER, Completion, Executor, Stream
 from airan.sched.queue import DeadlineQueue, QueueFullError
 
 _DECISION_SAMPLE_MASK = 7  # time one decision in 8
+
+#: slack of finished radio tasks is counted in buckets of this width (ns) ...
+SLACK_BUCKET_NS = 10_000
+#: ... up to this many buckets (the last one holds all larger slacks)
+SLACK_BUCKETS = 1000
+
+
+class ControlTicket:
+    """A policy change handed to a running arbiter from another thread.
+
+    The caller (an E2 control, an O1 set) gets the ticket back at once and may
+    :meth:`wait` for the loop to apply it. ``requested_ns`` and ``applied_ns`` are
+    ``time.perf_counter_ns`` readings: their difference is the control-to-effect
+    latency. ``error`` is set (and nothing applied) if the policy was refused.
+    """
+
+    __slots__ = ("_done", "applied_ns", "error", "policy", "requested_ns")
+
+    def __init__(self, policy: Policy | None) -> None:
+        self.policy = policy  # None: a stop request
+        self.requested_ns = time.perf_counter_ns()
+        self.applied_ns = -1
+        self.error: FieldError | None = None
+        self._done = threading.Event()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until applied or refused; ``False`` on timeout."""
+        return self._done.wait(timeout_s)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _finish(self, error: FieldError | None) -> None:
+        self.error = error
+        self.applied_ns = time.perf_counter_ns()
+        self._done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The arbiter's cumulative counters at one instant (read from any thread).
+
+    Two snapshots give the figures of the period between them (E2 KPM reports,
+    O1 measurement events): see :func:`period_figures`.
+    """
+
+    t_ns: int  # perf_counter_ns of the snapshot
+    elapsed_ns: int  # run time so far
+    tasks: int
+    misses: int
+    radio_busy_ns: int
+    ai_busy_ns: int
+    ai_slices: int
+    ai_tokens: int
+    tenant_busy_ns: dict[str, int]
+    slack_hist: tuple[int, ...]
+
+
+def period_figures(a: Counters, b: Counters, slack_quantile: float = 0.01) -> dict[str, float]:
+    """Co-scheduling figures over the period from snapshot ``a`` to ``b``.
+
+    ``deadline_met_ratio`` (1.0 when no task ended), ``radio_busy``, ``ai_busy`` and
+    ``harvest_ratio`` (AI busy over the time the radio left idle) are ratios of the
+    period; ``radio_slack_low_us`` is the ``slack_quantile`` of finished tasks' slack
+    (deadline minus completion; 0 for a miss) at 10 µs resolution, ``-1`` when no task
+    finished; ``ai_tokens_per_s`` is over the period; ``tenant.<name>.busy`` is each
+    tenant's share of the period.
+    """
+    span = max(b.elapsed_ns - a.elapsed_ns, 1)
+    tasks = b.tasks - a.tasks
+    misses = b.misses - a.misses
+    radio = b.radio_busy_ns - a.radio_busy_ns
+    ai = b.ai_busy_ns - a.ai_busy_ns
+    hist = [y - x for x, y in zip(a.slack_hist, b.slack_hist, strict=True)]
+    total = sum(hist)
+    low = -1.0
+    if total:
+        rank = max(1, int(total * slack_quantile + 0.999999))
+        seen = 0
+        for i, n in enumerate(hist):
+            seen += n
+            if seen >= rank:
+                low = i * SLACK_BUCKET_NS / 1000.0
+                break
+    out = {
+        "deadline_met_ratio": (tasks - misses) / tasks if tasks > 0 else 1.0,
+        "radio_busy": radio / span,
+        "ai_busy": ai / span,
+        "harvest_ratio": min(1.0, ai / max(span - radio, 1)),
+        "radio_slack_low_us": low,
+        "ai_tokens_per_s": (b.ai_tokens - a.ai_tokens) / (span / 1e9),
+        "radio_tasks": float(tasks),
+        "radio_misses": float(misses),
+    }
+    for name, busy in b.tenant_busy_ns.items():
+        out[f"tenant.{name}.busy"] = (busy - a.tenant_busy_ns.get(name, 0)) / span
+    return out
 
 
 @dataclass(slots=True)
@@ -283,6 +382,11 @@ class Arbiter:
         self.ai_inflight = 0
         self.ai_open = True
         self._running = False
+        self._t_start = 0
+        self._stopping = False
+        #: policy changes from other threads, applied by the loop at its next decision
+        self._mailbox: deque[ControlTicket] = deque()
+        self._control_lock = threading.Lock()
         self._share_t = 0
         self._progress = progress
         self._progress_every_ns = int(progress_every_s * 1e9)
@@ -339,6 +443,71 @@ class Arbiter:
                 self.tenants[name] = TenantState(tp, self._share_window_ns)
         for name in resumed:
             self._level(name)
+
+    def request_policy(self, policy: Policy) -> ControlTicket:
+        """Hand ``policy`` to the arbiter from any thread; see :class:`ControlTicket`.
+
+        While a run is in progress the loop applies it before its next decision (at
+        most one wait for the next release or completion later); otherwise it is
+        applied at once. A refused policy sets ``ticket.error`` and changes nothing.
+        """
+        ticket = ControlTicket(policy)
+        if not isinstance(policy, Policy):
+            ticket._finish(FieldError("policy", f"must be a Policy, got {policy!r}"))
+            return ticket
+        with self._control_lock:
+            self._mailbox.append(ticket)
+            if not self._running:
+                self._drain_mailbox()
+        return ticket
+
+    @property
+    def running(self) -> bool:
+        """Whether a :meth:`run` is in progress."""
+        return self._running
+
+    def request_stop(self) -> None:
+        """Ask a running loop (from any thread) to end its run now: nothing new is
+        released, the radio work released so far finishes, then :meth:`run` returns."""
+        with self._control_lock:
+            if self._running:
+                self._mailbox.append(ControlTicket(None))
+
+    def _drain_mailbox(self) -> None:
+        box = self._mailbox
+        while box:
+            ticket = box.popleft()
+            if ticket.policy is None:
+                self._stopping = True
+                ticket._finish(None)
+                continue
+            try:
+                self.set_policy(ticket.policy)
+            except FieldError as exc:
+                ticket._finish(exc)
+            else:
+                ticket._finish(None)
+
+    def counters(self) -> Counters:
+        """A snapshot of the cumulative counters (safe to call from another thread)."""
+        tenant_busy: dict[str, int] = {}
+        for job in list(self.jobs):
+            tenant_busy[job.tenant] = tenant_busy.get(job.tenant, 0) + job.busy_ns
+        elapsed = (
+            self.executor.clock.now_ns() - self._t_start if self._running else self.elapsed_ns
+        )
+        return Counters(
+            t_ns=time.perf_counter_ns(),
+            elapsed_ns=max(elapsed, 0),
+            tasks=self.tasks_ended,
+            misses=self.misses,
+            radio_busy_ns=self.radio_busy_ns,
+            ai_busy_ns=self.ai_busy_ns,
+            ai_slices=self.ai_slices,
+            ai_tokens=self.ai_tokens,
+            tenant_busy_ns=tenant_busy,
+            slack_hist=tuple(self.slack_hist),
+        )
 
     def add_job(self, job: AiJob) -> None:
         """Give the arbiter an AI job; higher priority classes are served first.
@@ -405,6 +574,7 @@ class Arbiter:
                 return True
             ready.pop()
             del self.tasks[tid]
+            self.slack_hist[0] += 1
             self.misses += 1
             self.dropped += 1
             self.tasks_ended += 1
@@ -515,6 +685,7 @@ class Arbiter:
         self.probes = 0
         self.decisions = 0
         self.latencies = array("q")
+        self.slack_hist = [0] * SLACK_BUCKETS
         for job in getattr(self, "jobs", ()):
             job.busy_ns = job.tokens = job.slices_done = 0
         for ts in getattr(self, "tenants", {}).values():
@@ -561,8 +732,12 @@ class Arbiter:
                 return
             task.completed_ns = end
             self.latencies.append(end - task.release_ns)
-            if end > task.deadline_ns:
+            slack = task.deadline_ns - end
+            if slack < 0:
                 self.misses += 1
+                self.slack_hist[0] += 1
+            else:
+                self.slack_hist[min(slack // SLACK_BUCKET_NS, SLACK_BUCKETS - 1)] += 1
             self.tasks_ended += 1
             del self.tasks[task.task_id]
             self.strategy.on_radio_finished(task)
@@ -605,16 +780,21 @@ class Arbiter:
         self.ready.clear()
         self.known.clear()
         self.radio_inflight = self.ai_inflight = 0
-        self._running = True
+        with self._control_lock:
+            self._running = True
+            self._stopping = False
         try:
             self._run(radio, duration_ns)
         finally:
-            self._running = False
+            with self._control_lock:
+                self._running = False
+                self._drain_mailbox()
 
     def _run(self, radio: Iterable[RanTask], duration_ns: int) -> None:
         ex = self.executor
         clock = ex.clock
         t_start = clock.now_ns()
+        self._t_start = t_start
         end = t_start + duration_ns
         it: Iterator[RanTask] = iter(radio)
         nxt: RanTask | None = next(it, None)
@@ -634,7 +814,13 @@ class Arbiter:
         poll = ex.poll
         wait = ex.wait
         complete = self._complete
+        mailbox = self._mailbox
         while True:
+            if mailbox:
+                with self._control_lock:
+                    self._drain_mailbox()
+                if self._stopping:
+                    end = min(end, now_ns())
             now = now_ns()
             horizon = now + self.lookahead_ns
             while nxt is not None and (nxt.release_ns <= horizon or nxt.release_ns >= end):

@@ -204,6 +204,37 @@ class SimExecutor(_Completions):
         pass
 
 
+class PacedSimExecutor(SimExecutor):
+    """A simulated device in real time: durations are drawn as by :class:`SimExecutor`,
+    but its clock never runs ahead of the wall clock (``wait`` sleeps until then).
+
+    A live node on it behaves in time like one on a device (slot indications, E2
+    reporting periods, controls) while costing almost no CPU: what a RIC test bed, the
+    fake node of :mod:`airan.testing` and ``Node.simulated`` use.
+    """
+
+    backend = "sim-paced"
+
+    def __init__(
+        self,
+        profile: Mapping[SliceKey, DurationDist],
+        seed: int = 0,
+        model: Callable[[SliceKey], DurationDist] | None = None,
+    ) -> None:
+        super().__init__(profile, seed, model)
+        self.device = "simulated device (real time)"
+        self._wall = WallClock()
+
+    def wait(self, until_ns: int) -> None:
+        if self._done:
+            return
+        end = self._end
+        target = end if 0 <= end <= until_ns else until_ns
+        if NEVER > target > self.clock.t:
+            self._wall.sleep_until(target, spin_ns=50_000)
+        super().wait(until_ns)
+
+
 class NumpyExecutor(_Completions):
     """The CPU as the device, on the wall clock.
 

@@ -1,0 +1,362 @@
+"""One AI-RAN node: the arbiter, the DU workload and the AI tenants, behind the
+thread-safe control and measurement surface that the E2 agent and O1 service use.
+
+The arbiter's loop runs in a thread of its own; everything here may be called from any
+other thread (gRPC handlers). Changes are handed to the loop, never made under it:
+a policy goes through :meth:`Arbiter.request_policy` and is applied at the loop's
+next decision; slice PRB quotas replace one immutable object the MAC reads once per
+slot. A change is validated as a whole first and is all-or-nothing: on any error
+nothing is applied (or what was applied is rolled back) and a
+:class:`~airan.core.errors.FieldError` names the field.
+
+Measurements are cumulative counters (:meth:`Node.snapshot`); two snapshots give the
+figures of the period between them (:meth:`Node.measurements`), so any number of
+subscribers with different reporting periods share the same counters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field
+
+from airan.core.errors import FieldError
+from airan.core.policy import CheckedModel, Policy, TenantPolicy
+from airan.core.rrm import SliceQuota, check_quotas
+from airan.ran.config import RanConfig
+from airan.ran.du import DuCounters, DuWorkload, du_period_figures
+from airan.sched.arbiter import Arbiter, ControlTicket, Counters, period_figures
+
+
+class AlarmConfig(CheckedModel):
+    """When the node raises O1 alarms (3GPP TS 28.532 §11.2 fault supervision)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _where: ClassVar[str] = "alarms"
+
+    miss_ratio_threshold: float = Field(
+        1e-3, ge=0.0, le=1.0, description="Deadline-miss ratio over window_s that raises."
+    )
+    window_s: float = Field(1.0, ge=0.01, le=3600.0)
+    l2_silence_ms: float = Field(
+        100.0, ge=1.0, le=600_000.0, description="No FAPI request from the L2 this long."
+    )
+    heartbeat_s: float = Field(10.0, ge=0.1, le=86_400.0)
+
+
+class NodeConfig(CheckedModel):
+    """The node's configuration tree (what O1 ``Get``/``Set`` read and write)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _where: ClassVar[str] = "node"
+
+    node_id: str = Field("airan-node-1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    policy: Policy = Field(default_factory=Policy)
+    ran: RanConfig = Field(default_factory=RanConfig)
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+
+
+#: the dotted fields a running node applies at once; every other change is stored
+#: and takes effect at the next start
+LIVE_FIELDS: tuple[str, ...] = ("policy", "alarms", "ran.slice_quotas")
+
+#: co-scheduling measurements: (measurement name, key of :func:`period_figures`)
+_ARBITER_MEASUREMENTS: tuple[tuple[str, str], ...] = (
+    ("airan.DeadlineMetRatio", "deadline_met_ratio"),
+    ("airan.RadioBusy", "radio_busy"),
+    ("airan.AiBusy", "ai_busy"),
+    ("airan.HarvestRatio", "harvest_ratio"),
+    ("airan.RadioSlackLowUs", "radio_slack_low_us"),
+    ("airan.AiTokensPerS", "ai_tokens_per_s"),
+    ("airan.RadioTasks", "radio_tasks"),
+    ("airan.RadioMisses", "radio_misses"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Something that went wrong in the node: ``source`` (``executor``, ``ai``, ...)."""
+
+    source: str
+    text: str
+    t_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What an alarm monitor polls."""
+
+    running: bool
+    faults: tuple[Fault, ...]
+    last_l2_message_ns: int | None  # perf_counter_ns of the last request from the L2
+    tasks: int
+    misses: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """The node's cumulative counters at one instant."""
+
+    t_ns: int
+    arbiter: Counters
+    du: DuCounters
+
+
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    """The figures of one period: node-level, and per UE (keyed by UE index)."""
+
+    node: dict[str, float]
+    ues: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+class Node:
+    """A live node. Build one with :meth:`simulated` (real time, simulated device) or
+    from an :class:`Arbiter` and a :class:`DuWorkload` on a real executor."""
+
+    def __init__(self, config: NodeConfig, arbiter: Arbiter, du: DuWorkload) -> None:
+        if not isinstance(config, NodeConfig):
+            raise FieldError("config", f"must be a NodeConfig, got {config!r}")
+        self._config = config
+        self.arbiter = arbiter
+        self.du = du
+        self._apply_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._faults: deque[Fault] = deque(maxlen=256)
+        self._seen_job_errors: set[int] = set()
+        arbiter.request_policy(config.policy).wait()
+        du.set_slice_quotas(config.ran.slice_quotas)
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def simulated(cls, config: NodeConfig | None = None, seed: int = 0, *, ai: bool = True) -> Node:
+        """A live node in real time on a simulated device: the MAC schedules every slot,
+        each slot's L1 work becomes radio tasks whose durations are drawn from the
+        DU's cost model, and the clock is paced to the wall clock. With ``ai``, a
+        synthetic decoder per tenant of the policy (or one, ``llm``) uses the slack."""
+        from airan.sched.executors import PacedSimExecutor
+        from airan.synthetic import SyntheticWorkload
+
+        cfg = config if config is not None else NodeConfig()
+        du = DuWorkload(cfg.ran, seed=seed)
+        executor = PacedSimExecutor(du.profile(), seed=seed, model=du.cost_model)
+        arb = Arbiter(executor, cfg.policy, queue_capacity=1 << 14)
+        node = cls(cfg, arb, du)
+        if ai:
+            from airan.core.slices import AiJob
+
+            wl = SyntheticWorkload(seed=seed)
+            executor._profile.update(wl.profile())
+            for tenant in cfg.policy.tenants or {"llm": TenantPolicy()}:
+                arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant=tenant))
+        return node
+
+    # -- lifetime ------------------------------------------------------------------
+    def start(self, seconds: float = 86_400.0) -> None:
+        """Run the node's loop in a background thread for ``seconds`` (or until
+        :meth:`stop`)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise FieldError("node", "is already running")
+        if not 0 < seconds <= 365 * 86_400:
+            raise FieldError("seconds", f"must be in (0, 1 year], got {seconds!r}")
+        ex = self.arbiter.executor
+        slot_ns = self.du.slot_ns
+        slots = max(1, int(seconds * 1e9 // slot_ns))
+        started = threading.Event()
+
+        def loop() -> None:
+            start = ex.clock.now_ns() + 2 * slot_ns
+            started.set()
+            try:
+                self.arbiter.run(
+                    self.du.radio_tasks(start, slots),
+                    start - ex.clock.now_ns() + slots * slot_ns,
+                )
+            except Exception as exc:  # the node reports, it does not die silently
+                self._faults.append(
+                    Fault("executor", f"{type(exc).__name__}: {exc}", time.perf_counter_ns())
+                )
+
+        self._thread = threading.Thread(target=loop, name=f"airan-node-{self.node_id}", daemon=True)
+        self._thread.start()
+        started.wait()
+        # return once the loop runs: controls from now on go through its mailbox
+        while not self.arbiter.running and self._thread.is_alive():
+            time.sleep(0.0005)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """End the run (radio work already released finishes) and wait for the loop."""
+        t = self._thread
+        if t is None:
+            return
+        while t.is_alive():
+            self.arbiter.request_stop()
+            t.join(0.05)
+            timeout_s -= 0.05
+            if timeout_s <= 0:
+                raise FieldError("node", "the loop did not stop in time")
+        self._thread = None
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- configuration -----------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self._config.node_id
+
+    @property
+    def config(self) -> NodeConfig:
+        """The configuration now (an immutable snapshot)."""
+        return self._config
+
+    def set_policy(self, policy: Policy, timeout_s: float = 5.0) -> ControlTicket:
+        """Hand ``policy`` to the arbiter; return once applied (the ticket says when).
+
+        Raises :class:`FieldError` if the arbiter refuses it; nothing is applied then."""
+        with self._apply_lock:
+            ticket = self._set_policy(policy, timeout_s)
+            self._config = self._config.model_copy(update={"policy": policy})
+        return ticket
+
+    def _set_policy(self, policy: Policy, timeout_s: float) -> ControlTicket:
+        if not isinstance(policy, Policy):
+            raise FieldError("policy", f"must be a Policy, got {policy!r}")
+        ticket = self.arbiter.request_policy(policy)
+        if not ticket.wait(timeout_s):
+            raise FieldError("policy", f"the arbiter did not take it within {timeout_s} s")
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket
+
+    def set_tenant_paused(self, tenant: str, paused: bool, timeout_s: float = 5.0) -> ControlTicket:
+        """Pause or resume one AI tenant."""
+        with self._apply_lock:
+            return self._set_tenant_paused(tenant, paused, timeout_s)
+
+    def _set_tenant_paused(self, tenant: str, paused: bool, timeout_s: float) -> ControlTicket:
+        known = set(self._config.policy.tenants) | set(self.arbiter.tenants)
+        if tenant not in known:
+            raise FieldError(
+                "tenant", f"unknown tenant {tenant!r}; known: {', '.join(sorted(known)) or '-'}"
+            )
+        pol = self._config.policy
+        tenants = dict(pol.tenants)
+        tp = tenants.get(tenant, TenantPolicy())
+        tenants[tenant] = tp.model_copy(update={"paused": bool(paused)})
+        if not pol.tenants:  # declaring one tenant means declaring all that have jobs
+            for name in self.arbiter.tenants:
+                tenants.setdefault(name, TenantPolicy())
+        new = Policy.parse(
+            {**pol.model_dump(), "tenants": {k: v.model_dump() for k, v in tenants.items()}}
+        )
+        return self.set_policy(new, timeout_s)
+
+    def set_slice_quotas(self, quotas: Sequence[SliceQuota]) -> None:
+        """Replace the slice PRB quotas (E2SM-RC style 2 action 6), all or nothing."""
+        with self._apply_lock:
+            qs = check_quotas(quotas)
+            ran = RanConfig.parse(
+                {**self._config.ran.model_dump(), "slice_quotas": [q.model_dump() for q in qs]},
+                where="ran",
+            )
+            self.du.set_slice_quotas(ran.slice_quotas)
+            self._config = self._config.model_copy(update={"ran": ran})
+
+    def apply_config(self, new: NodeConfig, timeout_s: float = 5.0) -> list[str]:
+        """Apply a whole new configuration tree atomically; return the dotted fields that
+        changed but take effect only at the next start.
+
+        Steps: the policy (through the arbiter), then the slice quotas (the MAC), then
+        the rest. If a step fails, the steps already taken are undone and the
+        :class:`FieldError` is raised: the node is left as it was."""
+        if not isinstance(new, NodeConfig):
+            raise FieldError("config", f"must be a NodeConfig, got {new!r}")
+        with self._apply_lock:
+            old = self._config
+            restart = restart_fields(old, new)
+            policy_done = False
+            try:
+                if new.policy != old.policy:
+                    self._set_policy(new.policy, timeout_s)
+                    policy_done = True
+                if new.ran.slice_quotas != old.ran.slice_quotas:
+                    self.du.set_slice_quotas(new.ran.slice_quotas)
+            except Exception:
+                if policy_done:
+                    self._set_policy(old.policy, timeout_s)
+                raise
+            self._config = new
+            return restart
+
+    # -- measurements --------------------------------------------------------------
+    def snapshot(self) -> NodeSnapshot:
+        """The cumulative counters now."""
+        return NodeSnapshot(time.perf_counter_ns(), self.arbiter.counters(), self.du.counters())
+
+    #: node-level measurement names (per-tenant ones, ``airan.Tenant.<name>.Busy``, too)
+    NODE_MEASUREMENTS: ClassVar[tuple[str, ...]] = (
+        *DuWorkload.NODE_MEASUREMENTS,
+        *(name for name, _ in _ARBITER_MEASUREMENTS),
+    )
+    #: per-UE measurement names
+    UE_MEASUREMENTS: ClassVar[tuple[str, ...]] = DuWorkload.UE_MEASUREMENTS
+
+    @staticmethod
+    def measurements(a: NodeSnapshot, b: NodeSnapshot) -> Measurements:
+        """The figures of the period from ``a`` to ``b``."""
+        arb = period_figures(a.arbiter, b.arbiter)
+        node: dict[str, float] = {name: arb[key] for name, key in _ARBITER_MEASUREMENTS}
+        for key, value in arb.items():
+            if key.startswith("tenant.") and key.endswith(".busy"):
+                node[f"airan.Tenant.{key[7:-5]}.Busy"] = value
+        du_node, du_ues = du_period_figures(a.du, b.du)
+        node.update(du_node)
+        return Measurements(node=node, ues=du_ues)
+
+    def health(self) -> Health:
+        """Faults so far, the L2's last sign of life, and the miss counters."""
+        for job in list(self.arbiter.jobs):
+            if job.error is not None and id(job) not in self._seen_job_errors:
+                self._seen_job_errors.add(id(job))
+                self._faults.append(
+                    Fault("ai", f"tenant {job.tenant}: {job.error}", time.perf_counter_ns())
+                )
+        c = self.arbiter.counters()
+        return Health(
+            running=self.running,
+            faults=tuple(self._faults),
+            last_l2_message_ns=self.du.last_l2_message_ns(),
+            tasks=c.tasks,
+            misses=c.misses,
+        )
+
+
+def restart_fields(old: NodeConfig, new: NodeConfig) -> list[str]:
+    """The dotted fields that differ between ``old`` and ``new`` and are not live."""
+    out: list[str] = []
+
+    def walk(prefix: str, a: Any, b: Any) -> None:
+        if prefix in LIVE_FIELDS or a == b:
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and prefix.count(".") < 1:
+            for k in sorted(set(a) | set(b)):
+                walk(f"{prefix}.{k}" if prefix else str(k), a.get(k), b.get(k))
+            return
+        out.append(prefix)
+
+    walk("", old.model_dump(), new.model_dump())
+    return out
