@@ -1,0 +1,1091 @@
+"""O1-style management of one node: configuration, VES events, alarms — and its client.
+
+* **Provisioning** (O-RAN.WG10.O1-Interface §2.1 "Provisioning Management Services":
+  read and modify the managed element's configuration, with the whole change validated
+  and applied atomically, as NETCONF's ``<edit-config>`` with rollback-on-error).
+  ``Get(path)`` returns the JSON of a subtree of the :class:`~airan.node.NodeConfig` tree;
+  ``Set(edits)`` applies edits to a copy, validates the whole tree with
+  ``NodeConfig.parse`` and hands it to :meth:`Node.apply_config` (which undoes what it
+  applied if a step fails). The accepted tree is persisted atomically (temp file, fsync,
+  ``os.replace``) and restored when the service starts.
+* **Events** (O-RAN.WG10.O1-Interface §2.2 fault supervision, §2.3 performance
+  assurance, heartbeat; ONAP VES Event Listener 7.2 common event format):
+  ``SubscribeEvents`` streams ``fault``, ``measurement`` and ``heartbeat`` events.
+* **Alarms** (3GPP TS 28.532 §11.2 fault supervision: alarm list, new/cleared alarm
+  notifications): a monitor thread polls :meth:`Node.health` and raises / clears the
+  alarms ``deadlineMissRatio``, ``executorFault``, ``aiFault``, ``l2Silence``,
+  ``configRestoreFailed``; ``ListActiveAlarms`` returns the active ones. A clear is the
+  raise's fault event again (same eventId, next sequence) with severity ``NORMAL``.
+
+Paths are JSON Pointers (RFC 6901): ``/`` the whole tree, ``/policy/guard_us``,
+``/ran/slice_quotas/0/max_ratio``, ``/policy/tenants/llm/paused``; ``~1`` is ``/`` and
+``~0`` is ``~`` inside a key; ``-`` as the last index of a Set appends to a list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from airan.core.errors import AiranError, FieldError
+from airan.node import Fault, Node, NodeConfig, NodeSnapshot
+from airan.o1.v1 import o1_pb2, o1_pb2_grpc
+from airan.ric.security import ClientSecurity, Permission
+from airan.ric.server import ServiceRegistration
+
+__all__ = [
+    "DOMAINS",
+    "O1_PERMISSIONS",
+    "O1_SERVICE",
+    "Alarm",
+    "EventStream",
+    "O1Client",
+    "O1Error",
+    "O1Service",
+    "SetResult",
+    "apply_edit",
+    "get_at",
+    "load_state",
+    "parse_path",
+    "ves_json",
+]
+
+log = logging.getLogger(__name__)
+
+O1_SERVICE = "airan.o1.v1.O1"
+#: the O1 methods that change the node; everything else needs ``read``
+O1_PERMISSIONS: Mapping[str, Permission] = {"Set": Permission.CONTROL}
+DOMAINS: tuple[str, ...] = ("fault", "measurement", "heartbeat")
+
+VES_LISTENER_VERSION = "7.2.1"
+HEADER_VERSION = "4.1"
+FAULT_FIELDS_VERSION = "4.0"
+MEASUREMENT_FIELDS_VERSION = "4.0"
+HEARTBEAT_FIELDS_VERSION = "3.0"
+SEVERITIES: tuple[str, ...] = ("CRITICAL", "MAJOR", "MINOR", "WARNING", "NORMAL")
+_PRIORITY = {"CRITICAL": "High", "MAJOR": "High", "MINOR": "Medium", "WARNING": "Low"}
+MAX_PATH = 1024
+MAX_EDITS = 256
+MAX_VALUE_BYTES = 1 << 20
+STATE_FORMAT = 1
+
+
+# =========================================================================== the tree
+
+
+def parse_path(path: str, field_name: str = "path") -> list[str]:
+    """The tokens of a JSON Pointer (RFC 6901 §3-4); ``"/"`` and ``""`` are the root."""
+    if not isinstance(path, str) or len(path) > MAX_PATH:
+        raise FieldError(field_name, f"must be a string of at most {MAX_PATH} characters")
+    if path in ("", "/"):
+        return []
+    if not path.startswith("/"):
+        raise FieldError(field_name, f"{path!r} must start with '/' (e.g. /policy/guard_us)")
+    tokens = path[1:].split("/")
+    for tok in tokens:
+        if tok == "":
+            raise FieldError(field_name, f"{path!r} has an empty segment")
+        rest = tok.replace("~0", "").replace("~1", "")
+        if "~" in rest:
+            raise FieldError(field_name, f"{path!r}: '~' must be escaped as ~0 (and '/' as ~1)")
+    return [t.replace("~1", "/").replace("~0", "~") for t in tokens]
+
+
+def _pointer(tokens: Sequence[str]) -> str:
+    return "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if v is None:
+        return "null"
+    return "a list" if isinstance(v, list) else "an object"
+
+
+def _index(lst: list[Any], tok: str, where: str, field_name: str, append: bool) -> int:
+    if append and tok == "-":
+        return len(lst)
+    if not tok.isdigit() or (len(tok) > 1 and tok[0] == "0"):
+        raise FieldError(field_name, f"{where}: list index must be a non-negative integer")
+    i = int(tok)
+    if i >= len(lst) + (1 if append else 0):
+        raise FieldError(field_name, f"{where}: index {i} out of range (list has {len(lst)} items)")
+    return i
+
+
+def _step(node: Any, tok: str, where: str, field_name: str) -> Any:
+    if isinstance(node, dict):
+        if tok not in node:
+            keys = ", ".join(sorted(map(str, node))) or "none"
+            raise FieldError(field_name, f"{where}: no key {tok!r} (keys: {keys})")
+        return node[tok]
+    if isinstance(node, list):
+        return node[_index(node, tok, where, field_name, append=False)]
+    raise FieldError(field_name, f"{where}: the parent is {_kind(node)}, not an object or list")
+
+
+def get_at(tree: Any, path: str, field_name: str = "path") -> Any:
+    """The subtree of ``tree`` at ``path``; :class:`FieldError` naming ``field_name`` if
+    the path does not exist."""
+    node = tree
+    tokens = parse_path(path, field_name)
+    for n, tok in enumerate(tokens):
+        node = _step(node, tok, _pointer(tokens[: n + 1]), field_name)
+    return node
+
+
+def apply_edit(
+    tree: Any, path: str, value: Any, *, remove: bool = False, field_name: str = "path"
+) -> Any:
+    """Set (or remove) ``path`` in ``tree`` in place and return the tree (a new one when
+    the root is replaced). A new key may be added to an object (the model's validation
+    refuses keys it does not know); ``-`` appends to a list."""
+    tokens = parse_path(path, field_name)
+    if not tokens:
+        if remove:
+            raise FieldError(field_name, "the root cannot be removed")
+        if not isinstance(value, dict):
+            raise FieldError(field_name, f"/: the whole tree must be an object, not {_kind(value)}")
+        return value
+    parent = tree
+    for n, tok in enumerate(tokens[:-1]):
+        parent = _step(parent, tok, _pointer(tokens[: n + 1]), field_name)
+    last, where = tokens[-1], _pointer(tokens)
+    if isinstance(parent, dict):
+        if remove:
+            if last not in parent:
+                keys = ", ".join(sorted(map(str, parent))) or "none"
+                raise FieldError(field_name, f"{where}: no key {last!r} to remove (keys: {keys})")
+            del parent[last]
+        else:
+            parent[last] = value
+    elif isinstance(parent, list):
+        i = _index(parent, last, where, field_name, append=not remove)
+        if remove:
+            del parent[i]
+        elif i == len(parent):
+            parent.append(value)
+        else:
+            parent[i] = value
+    else:
+        raise FieldError(
+            field_name, f"{where}: the parent is {_kind(parent)}, not an object or list"
+        )
+    return tree
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads(text: str, field_name: str) -> Any:
+    if len(text.encode("utf-8")) > MAX_VALUE_BYTES:
+        raise FieldError(field_name, f"longer than {MAX_VALUE_BYTES} bytes")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise FieldError(
+            field_name, f"not JSON: {exc} (a string needs quotes: '\"fifo\"')"
+        ) from None
+
+
+def _diff(a: Any, b: Any, tokens: list[str], out: list[str]) -> None:
+    if a == b:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                out.append(_pointer([*tokens, k]))
+            else:
+                _diff(a[k], b[k], [*tokens, k], out)
+        return
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _diff(x, y, [*tokens, str(i)], out)
+        return
+    out.append(_pointer(tokens))
+
+
+def _field_to_path(fe: FieldError) -> str:
+    """``node.policy.guard_us`` → ``/policy/guard_us`` (the Set's vocabulary)."""
+    f = fe.field
+    if f == "node":
+        return "/"
+    if f.startswith("node."):
+        f = f[5:]
+    if f.split(".", 1)[0] in NodeConfig.model_fields:
+        return _pointer(f.split("."))
+    return f
+
+
+def _explain(exc: FieldError, old_tree: Any) -> FieldError:
+    """The validation error in the Set's vocabulary: the path, and for a key the model
+    does not have, the keys it has."""
+    path = _field_to_path(exc)
+    if exc.reason.startswith("Extra inputs are not permitted") and path.startswith("/"):
+        parent = path.rsplit("/", 1)[0] or "/"
+        try:
+            keys = get_at(old_tree, parent)
+        except FieldError:
+            keys = None
+        if isinstance(keys, dict):
+            return FieldError(path, f"unknown key (keys at {parent}: {', '.join(sorted(keys))})")
+        return FieldError(path, "unknown key")
+    return FieldError(path, exc.reason)
+
+
+def _dotted_to_path(dotted: str) -> str:
+    return _pointer(dotted.split(".")) if dotted else "/"
+
+
+# =========================================================================== persistence
+
+
+def load_state(path: Path) -> tuple[NodeConfig, int]:
+    """The configuration and revision saved at ``path``; :class:`FieldError` naming
+    ``state`` (or the bad field) when the file cannot be read or is invalid."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise FieldError("state", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw, parse_constant=_no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise FieldError("state", f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise FieldError("state", f"{path} must hold an object with a 'config' object")
+    rev = doc.get("revision", 0)
+    if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
+        raise FieldError("state.revision", f"must be a non-negative integer (got {rev!r})")
+    return NodeConfig.parse(doc["config"]), rev
+
+
+def _write_temp(path: Path, config: NodeConfig, revision: int) -> Path:
+    """Write the state next to ``path`` (same directory: same file system, so the final
+    ``os.replace`` is atomic) and fsync it; return the temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    doc = {
+        "format": STATE_FORMAT,
+        "revision": revision,
+        "saved_epoch_s": time.time(),
+        "config": config.model_dump(mode="json"),
+    }
+    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# =========================================================================== events
+
+
+def _epoch_us() -> int:
+    return time.time_ns() // 1000
+
+
+def ves_json(event: o1_pb2.VesEvent) -> dict[str, Any]:
+    """The event as VES 7.2 JSON: ``{"event": {"commonEventHeader": ..., "faultFields":
+    ...}}`` (proto3 JSON names are the VES names)."""
+    doc = MessageToDict(event)
+    header = doc.get("commonEventHeader", {})
+    for key in ("sequence", "startEpochMicrosec", "lastEpochMicrosec"):
+        header[key] = int(header.get(key, 0))  # proto3 JSON writes int64 as strings
+    return {"event": doc}
+
+
+@dataclass
+class Alarm:
+    """One alarm's state (TS 28.532 §11.2): its condition, the event that raised it."""
+
+    condition: str
+    severity: str
+    specific_problem: str
+    event_id: str
+    start_us: int
+    sequence: int = 0
+    info: dict[str, str] = field(default_factory=dict)
+    since_ns: int = 0  # perf_counter_ns of the last (re)raise
+
+    def event(self, node_id: str, severity: str | None = None) -> o1_pb2.VesEvent:
+        """The fault event of this alarm (``severity="NORMAL"``: its clear)."""
+        sev = severity or self.severity
+        return o1_pb2.VesEvent(
+            common_event_header=_header(
+                node_id,
+                "fault",
+                f"Fault_airan_{self.condition}",
+                self.event_id,
+                self.sequence,
+                _PRIORITY.get(sev, "Normal"),
+                self.start_us,
+            ),
+            fault_fields=o1_pb2.FaultFields(
+                fault_fields_version=FAULT_FIELDS_VERSION,
+                alarm_condition=self.condition,
+                event_severity=sev,
+                event_source_type="other(airanNode)",
+                specific_problem=self.specific_problem,
+                vf_status="Active",
+                alarm_additional_information=self.info,
+                alarm_interface_a=node_id,
+            ),
+        )
+
+
+def _header(
+    node_id: str,
+    domain: str,
+    name: str,
+    event_id: str,
+    sequence: int,
+    priority: str,
+    start_us: int,
+    last_us: int | None = None,
+) -> o1_pb2.CommonEventHeader:
+    return o1_pb2.CommonEventHeader(
+        domain=domain,
+        event_id=event_id,
+        event_name=name,
+        event_type="airan",
+        source_name=node_id,
+        source_id=node_id,
+        reporting_entity_name=node_id,
+        reporting_entity_id=node_id,
+        priority=priority,
+        sequence=sequence,
+        start_epoch_microsec=start_us,
+        last_epoch_microsec=_epoch_us() if last_us is None else last_us,
+        version=HEADER_VERSION,
+        ves_event_listener_version=VES_LISTENER_VERSION,
+        nf_vendor_name="airan",
+        time_zone_offset="UTC+00:00",
+    )
+
+
+def _num(v: float) -> str:
+    return f"{v:.9g}"
+
+
+class _Subscriber:
+    __slots__ = ("closed", "domains", "overflowed", "q")
+
+    def __init__(self, domains: frozenset[str], max_queue: int) -> None:
+        self.domains = domains
+        self.q: queue.Queue[o1_pb2.VesEvent] = queue.Queue(maxsize=max_queue)
+        self.overflowed = False
+        self.closed = False
+
+
+# =========================================================================== the service
+
+
+class O1Service(o1_pb2_grpc.O1Servicer):
+    """The O1 service of one node (register it with :meth:`registration`).
+
+    ``state_path``: where the configuration is persisted (``None``: not persisted); at
+    construction a saved configuration is applied to the node — if it is unreadable or
+    invalid, the node keeps its configuration and the ``configRestoreFailed`` alarm is
+    raised (cleared by the next successful Set, which rewrites the file).
+    ``measurement_s``: period of measurement events (0: none). ``max_queue``: events a
+    subscriber may fall behind before its stream is closed with RESOURCE_EXHAUSTED.
+    ``poll_s``: how often the alarm monitor polls the node. ``monitor``: start the
+    monitor thread (``False``: call :meth:`poll` yourself).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        state_path: Path | None = None,
+        *,
+        measurement_s: float = 10.0,
+        max_queue: int = 1024,
+        poll_s: float = 0.05,
+        monitor: bool = True,
+    ) -> None:
+        if not (measurement_s == 0 or 0.05 <= measurement_s <= 86_400):
+            raise FieldError(
+                "measurement_s", f"must be 0 (off) or 0.05..86400 (got {measurement_s})"
+            )
+        if not 1 <= max_queue <= 1_000_000:
+            raise FieldError("max_queue", f"must be 1..1000000 (got {max_queue})")
+        if not 0.001 <= poll_s <= 10:
+            raise FieldError("poll_s", f"must be 0.001..10 s (got {poll_s})")
+        self.node = node
+        self.state_path = None if state_path is None else Path(state_path)
+        self.measurement_s = measurement_s
+        self.max_queue = max_queue
+        self.poll_s = poll_s
+        self.revision = 0
+        self.restore_error: str | None = None
+        #: dotted fields of the restored configuration that wait for a restart
+        self.restart_pending: list[str] = []
+        self.subscribers_dropped = 0
+        self.events_published = 0
+        self._set_lock = threading.Lock()  # one Set at a time
+        self._lock = threading.Lock()  # subscribers, alarms, sequences
+        self._subs: list[_Subscriber] = []
+        self._alarms: dict[str, Alarm] = {}
+        self._raised = 0
+        self._seq = dict.fromkeys(DOMAINS, 0)
+        self._stop = threading.Event()
+        # monitor state
+        self._window: deque[tuple[int, int, int]] = deque()
+        self._seen_faults: set[tuple[int, str, str]] = set()
+        self._last_fault_ns: dict[str, int] = {}
+        self._running_since_ns: int | None = None
+        self._last_hb_ns = time.perf_counter_ns()
+        self._last_meas_ns = self._last_hb_ns
+        self._meas_snap: NodeSnapshot | None = None
+        self._restore()
+        self._thread: threading.Thread | None = None
+        if monitor:
+            self._thread = threading.Thread(target=self._monitor, name="airan-o1", daemon=True)
+            self._thread.start()
+
+    # -- lifetime --------------------------------------------------------------------
+    def registration(self) -> ServiceRegistration:
+        """This service for :func:`airan.ric.server.build_server` (``Set`` needs
+        ``control``)."""
+        return ServiceRegistration(
+            O1_SERVICE, lambda s: o1_pb2_grpc.add_O1Servicer_to_server(self, s), O1_PERMISSIONS
+        )
+
+    def close(self) -> None:
+        """Stop the monitor and end every event stream (cleanly)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        with self._lock:
+            for sub in self._subs:
+                sub.closed = True
+            self._subs.clear()
+
+    def __enter__(self) -> O1Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- configuration -----------------------------------------------------------------
+    def _restore(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            cfg, rev = load_state(self.state_path)
+            self.restart_pending = self.node.apply_config(cfg)
+            self.revision = rev
+        except FieldError as exc:
+            self._restore_failed(str(exc))
+        except Exception as exc:  # the node refused it some other way
+            self._restore_failed(f"{type(exc).__name__}: {exc}")
+
+    def _restore_failed(self, why: str) -> None:
+        self.restore_error = why
+        log.error("O1: saved configuration %s not restored: %s", self.state_path, why)
+        self._raise_alarm(
+            "configRestoreFailed",
+            "MAJOR",
+            f"saved configuration not restored, node keeps its defaults: {why}",
+            {"file": str(self.state_path)},
+        )
+
+    def tree(self) -> dict[str, Any]:
+        """The configuration tree now, as JSON-ready data."""
+        data: dict[str, Any] = self.node.config.model_dump(mode="json")
+        return data
+
+    def get(self, path: str) -> Any:
+        """The subtree at ``path`` (FieldError naming ``path`` if it does not exist)."""
+        return copy.deepcopy(get_at(self.tree(), path))
+
+    def set(self, edits: Sequence[tuple[str, Any, bool]], if_revision: int = 0) -> SetResult:
+        """Apply ``edits`` (path, value, remove) together: all or nothing.
+
+        Raises :class:`FieldError` (bad path or value; nothing applied),
+        :class:`_Conflict` (``if_revision`` is stale) or :class:`_ApplyFailed` (the node
+        or the disk refused; the node was rolled back)."""
+        if len(edits) > MAX_EDITS:
+            raise FieldError("edits", f"at most {MAX_EDITS} edits per Set (got {len(edits)})")
+        with self._set_lock:
+            if if_revision and if_revision != self.revision:
+                raise _Conflict(
+                    f"if_revision: configuration is at revision {self.revision}, "
+                    f"not {if_revision}; Get it again and retry"
+                )
+            old = self.node.config
+            old_tree = old.model_dump(mode="json")
+            tree: Any = copy.deepcopy(old_tree)
+            for i, (path, value, remove) in enumerate(edits):
+                tree = apply_edit(tree, path, value, remove=remove, field_name=f"edits[{i}].path")
+            try:
+                new = NodeConfig.parse(tree)
+            except FieldError as exc:
+                raise _explain(exc, old_tree) from None
+            new_tree = new.model_dump(mode="json")
+            changed: list[str] = []
+            _diff(old_tree, new_tree, [], changed)
+            if not changed:
+                return SetResult(self.revision, (), ())
+            tmp = None
+            if self.state_path is not None:
+                try:
+                    tmp = _write_temp(self.state_path, new, self.revision + 1)
+                except OSError as exc:
+                    raise _ApplyFailed(
+                        f"cannot persist the configuration to {self.state_path}: {exc}; "
+                        "nothing applied"
+                    ) from None
+            try:
+                restart = self.node.apply_config(new)
+            except FieldError as exc:
+                _unlink(tmp)
+                raise FieldError(_field_to_path(exc), f"{exc.reason} (nothing applied)") from None
+            except Exception as exc:
+                _unlink(tmp)
+                raise _ApplyFailed(
+                    f"the node could not apply it ({type(exc).__name__}: {exc}); "
+                    "configuration unchanged"
+                ) from None
+            if tmp is not None and self.state_path is not None:
+                try:
+                    _commit(tmp, self.state_path)
+                except OSError as exc:
+                    _unlink(tmp)
+                    self.node.apply_config(old)
+                    raise _ApplyFailed(
+                        f"cannot persist the configuration to {self.state_path}: {exc}; "
+                        "the node was rolled back"
+                    ) from None
+            self.revision += 1
+            if self.restore_error is not None:
+                self.restore_error = None
+                self._clear_alarm("configRestoreFailed")
+            return SetResult(
+                self.revision, tuple(changed), tuple(_dotted_to_path(d) for d in restart)
+            )
+
+    # -- gRPC methods ------------------------------------------------------------------
+    def Get(self, request: o1_pb2.GetRequest, context: grpc.ServicerContext) -> o1_pb2.GetResponse:
+        try:
+            value = self.get(request.path)
+            rev = self.revision
+        except FieldError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return o1_pb2.GetResponse(
+            path=request.path or "/", json_value=json.dumps(value), revision=rev
+        )
+
+    def Set(self, request: o1_pb2.SetRequest, context: grpc.ServicerContext) -> o1_pb2.SetResponse:
+        code, msg = grpc.StatusCode.INTERNAL, ""
+        try:
+            if not request.edits:
+                raise FieldError("edits", "give at least one edit")
+            edits: list[tuple[str, Any, bool]] = []
+            for i, e in enumerate(request.edits):
+                parse_path(e.path, f"edits[{i}].path")
+                value = None if e.remove else _loads(e.json_value, f"edits[{i}].json_value")
+                edits.append((e.path, value, e.remove))
+            r = self.set(edits, request.if_revision)
+            return o1_pb2.SetResponse(
+                revision=r.revision, changed=r.changed, restart_required=r.restart_required
+            )
+        except FieldError as exc:
+            code, msg = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        except _Conflict as exc:
+            code, msg = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+        except _ApplyFailed as exc:
+            code, msg = grpc.StatusCode.INTERNAL, str(exc)
+        except Exception as exc:  # never a crash: the caller learns, others go on
+            log.exception("O1 Set failed")
+            code, msg = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+        context.abort(code, msg)
+
+    def SubscribeEvents(
+        self, request: o1_pb2.SubscribeEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[o1_pb2.VesEvent]:
+        for i, d in enumerate(request.domains):
+            if d not in DOMAINS:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"domains[{i}]: unknown domain {d!r} (one of {', '.join(DOMAINS)})",
+                )
+        sub = self.subscribe(request.domains or DOMAINS, replay=not request.skip_active_alarms)
+        try:
+            while context.is_active():
+                if sub.overflowed:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"subscriber fell {self.max_queue} events behind and was dropped; "
+                        "read faster or resubscribe (active alarms are replayed)",
+                    )
+                if sub.closed:
+                    return
+                try:
+                    ev = sub.q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                yield ev
+        finally:
+            self.unsubscribe(sub)
+
+    def ListActiveAlarms(
+        self, request: o1_pb2.ListActiveAlarmsRequest, context: grpc.ServicerContext
+    ) -> o1_pb2.ListActiveAlarmsResponse:
+        return o1_pb2.ListActiveAlarmsResponse(alarms=self.active_alarms())
+
+    # -- events --------------------------------------------------------------------------
+    def subscribe(self, domains: Sequence[str], replay: bool = True) -> _Subscriber:
+        """A new subscriber (the fault domain starts with the active alarms)."""
+        sub = _Subscriber(frozenset(domains), self.max_queue)
+        with self._lock:
+            if replay and "fault" in sub.domains:
+                for a in list(self._alarms.values())[: self.max_queue]:
+                    sub.q.put_nowait(a.event(self.node.node_id))
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def publish(self, event: o1_pb2.VesEvent) -> None:
+        """Hand ``event`` to every subscriber of its domain; never blocks. A subscriber
+        whose queue is full is dropped (its stream ends with RESOURCE_EXHAUSTED)."""
+        with self._lock:
+            self._publish_locked(event)
+
+    def _publish_locked(self, event: o1_pb2.VesEvent) -> None:
+        domain = event.common_event_header.domain
+        self.events_published += 1
+        for sub in list(self._subs):
+            if domain not in sub.domains:
+                continue
+            try:
+                sub.q.put_nowait(event)
+            except queue.Full:
+                sub.overflowed = True
+                self._subs.remove(sub)
+                self.subscribers_dropped += 1
+                log.warning("O1: dropped a subscriber %d events behind", self.max_queue)
+
+    def active_alarms(self) -> list[o1_pb2.VesEvent]:
+        """The fault event of every active alarm."""
+        with self._lock:
+            return [a.event(self.node.node_id) for a in self._alarms.values()]
+
+    def _next_seq(self, domain: str) -> int:
+        self._seq[domain] += 1
+        return self._seq[domain]
+
+    def _raise_alarm(
+        self, condition: str, severity: str, problem: str, info: Mapping[str, str]
+    ) -> None:
+        with self._lock:
+            a = self._alarms.get(condition)
+            now_ns = time.perf_counter_ns()
+            if a is None:
+                self._raised += 1
+                a = Alarm(
+                    condition,
+                    severity,
+                    problem,
+                    f"{self.node.node_id}:{condition}:{self._raised}",
+                    _epoch_us(),
+                    info=dict(info),
+                    since_ns=now_ns,
+                )
+                self._alarms[condition] = a
+            else:  # the same condition again: the same eventId, next sequence
+                a.sequence += 1
+                a.severity, a.specific_problem, a.info, a.since_ns = (
+                    severity,
+                    problem,
+                    dict(info),
+                    now_ns,
+                )
+            self._publish_locked(a.event(self.node.node_id))
+
+    def _clear_alarm(self, condition: str, why: str = "") -> None:
+        with self._lock:
+            a = self._alarms.pop(condition, None)
+            if a is None:
+                return
+            a.sequence += 1
+            if why:
+                a.specific_problem = f"cleared: {why}"
+            self._publish_locked(a.event(self.node.node_id, severity="NORMAL"))
+
+    def is_active(self, condition: str) -> bool:
+        with self._lock:
+            return condition in self._alarms
+
+    # -- the monitor ---------------------------------------------------------------------
+    def _monitor(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.poll()
+            except Exception:  # keep monitoring whatever one poll met
+                log.exception("O1 monitor poll failed")
+
+    def poll(self, now_ns: int | None = None) -> None:
+        """One look at the node: alarms raised or cleared, heartbeat and measurement
+        events when due."""
+        now = time.perf_counter_ns() if now_ns is None else now_ns
+        cfg = self.node.config.alarms
+        h = self.node.health()
+        self._check_misses(now, h.tasks, h.misses, cfg.window_s, cfg.miss_ratio_threshold)
+        self._check_faults(now, h.faults, h.running, cfg.window_s)
+        self._check_l2(now, h.running, h.last_l2_message_ns, cfg.l2_silence_ms)
+        if now - self._last_hb_ns >= cfg.heartbeat_s * 1e9:
+            self._last_hb_ns = now
+            self._heartbeat(cfg.heartbeat_s)
+        if self.measurement_s > 0 and now - self._last_meas_ns >= self.measurement_s * 1e9:
+            self._last_meas_ns = now
+            self._measure()
+
+    def _check_misses(
+        self, now: int, tasks: int, misses: int, window_s: float, threshold: float
+    ) -> None:
+        w = self._window
+        w.append((now, tasks, misses))
+        horizon = now - int(window_s * 1e9)
+        while len(w) > 1 and w[1][0] <= horizon:
+            w.popleft()
+        t0, tasks0, misses0 = w[0]
+        d_tasks, d_misses = tasks - tasks0, misses - misses0
+        if d_tasks < 0 or d_misses < 0:  # counters reset (a new run): start over
+            w.clear()
+            w.append((now, tasks, misses))
+            return
+        ratio = d_misses / d_tasks if d_tasks > 0 else 0.0
+        if d_tasks > 0 and ratio > threshold:
+            if not self.is_active("deadlineMissRatio"):
+                self._raise_alarm(
+                    "deadlineMissRatio",
+                    "CRITICAL" if ratio > min(1.0, 10 * threshold) else "MAJOR",
+                    f"radio deadline-miss ratio {ratio:.4g} over the last "
+                    f"{(now - t0) / 1e9:.3g} s exceeds {threshold:g}",
+                    {
+                        "missRatio": _num(ratio),
+                        "misses": str(d_misses),
+                        "tasks": str(d_tasks),
+                        "thresholdRatio": _num(threshold),
+                        "windowS": _num(window_s),
+                    },
+                )
+        elif now - t0 >= window_s * 1e9 * 0.999 or d_tasks == 0:
+            self._clear_alarm(
+                "deadlineMissRatio",
+                f"miss ratio {ratio:.4g} over {(now - t0) / 1e9:.3g} s is within {threshold:g}",
+            )
+
+    def _check_faults(
+        self, now: int, faults: Sequence[Fault], running: bool, window_s: float
+    ) -> None:
+        for f in faults:
+            key = (f.t_ns, f.source, f.text)
+            if key in self._seen_faults:
+                continue
+            self._seen_faults.add(key)
+            self._last_fault_ns[f.source] = now
+            severity = {"executor": "CRITICAL", "ai": "MINOR"}.get(f.source, "MAJOR")
+            self._raise_alarm(
+                f"{f.source}Fault", severity, f.text, {"source": f.source, "text": f.text}
+            )
+        if len(self._seen_faults) > 4096:  # the node keeps the last 256: forget older ones
+            live = {(f.t_ns, f.source, f.text) for f in faults}
+            self._seen_faults &= live
+        for source, last in list(self._last_fault_ns.items()):
+            quiet = now - last >= window_s * 1e9
+            if quiet and (source != "executor" or running):
+                del self._last_fault_ns[source]
+                self._clear_alarm(f"{source}Fault", f"no {source} fault for {window_s:g} s")
+
+    def _check_l2(self, now: int, running: bool, last_l2: int | None, limit_ms: float) -> None:
+        if not running:
+            self._running_since_ns = None
+            self._clear_alarm("l2Silence", "the node is not running")
+            return
+        if self._running_since_ns is None:
+            self._running_since_ns = now
+        ref = self._running_since_ns if last_l2 is None else max(last_l2, 0)
+        silent_ms = (now - ref) / 1e6
+        if silent_ms > limit_ms:
+            if not self.is_active("l2Silence"):
+                self._raise_alarm(
+                    "l2Silence",
+                    "MAJOR",
+                    f"no FAPI request from the L2 for {silent_ms:.1f} ms (limit {limit_ms:g} ms)",
+                    {"silentMs": _num(silent_ms), "limitMs": _num(limit_ms)},
+                )
+        else:
+            self._clear_alarm("l2Silence", f"the L2 spoke {silent_ms:.1f} ms ago")
+
+    def _heartbeat(self, interval_s: float) -> None:
+        with self._lock:
+            seq = self._next_seq("heartbeat")
+            nid = self.node.node_id
+            ev = o1_pb2.VesEvent(
+                common_event_header=_header(
+                    nid,
+                    "heartbeat",
+                    "Heartbeat_airan",
+                    f"{nid}:heartbeat",
+                    seq,
+                    "Normal",
+                    _epoch_us(),
+                ),
+                heartbeat_fields=o1_pb2.HeartbeatFields(
+                    heartbeat_fields_version=HEARTBEAT_FIELDS_VERSION,
+                    heartbeat_interval=max(1, math.ceil(interval_s)),
+                    additional_fields={
+                        "heartbeatIntervalS": _num(interval_s),
+                        "running": str(self.node.running).lower(),
+                        "activeAlarms": str(len(self._alarms)),
+                        "subscribers": str(len(self._subs)),
+                        "subscribersDropped": str(self.subscribers_dropped),
+                        "configRevision": str(self.revision),
+                    },
+                ),
+            )
+            self._publish_locked(ev)
+
+    def _measure(self) -> None:
+        snap = self.node.snapshot()
+        prev, self._meas_snap = self._meas_snap, snap
+        if prev is None:
+            return  # the first snapshot opens the first period
+        m = Node.measurements(prev, snap)
+        groups = [
+            o1_pb2.NamedHashMap(name="node", hash_map={k: _num(v) for k, v in m.node.items()})
+        ]
+        groups += [
+            o1_pb2.NamedHashMap(name=f"ue.{ue}", hash_map={k: _num(v) for k, v in figs.items()})
+            for ue, figs in sorted(m.ues.items())
+        ]
+        start_us = _epoch_us() - (snap.t_ns - prev.t_ns) // 1000
+        with self._lock:
+            seq = self._next_seq("measurement")
+            nid = self.node.node_id
+            ev = o1_pb2.VesEvent(
+                common_event_header=_header(
+                    nid,
+                    "measurement",
+                    "Measurement_airan",
+                    f"{nid}:measurement:{seq}",
+                    seq,
+                    "Normal",
+                    start_us,
+                ),
+                measurement_fields=o1_pb2.MeasurementFields(
+                    measurement_fields_version=MEASUREMENT_FIELDS_VERSION,
+                    measurement_interval=(snap.t_ns - prev.t_ns) / 1e9,
+                    additional_measurements=groups,
+                ),
+            )
+            self._publish_locked(ev)
+
+
+class _Conflict(AiranError):
+    """``if_revision`` is not the configuration's revision."""
+
+
+class _ApplyFailed(AiranError):
+    """The node or the disk refused a valid configuration; the node was left as it was."""
+
+
+def _unlink(p: Path | None) -> None:
+    if p is not None:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+# =========================================================================== the client
+
+
+class O1Error(AiranError):
+    """An O1 call failed: ``code`` is the gRPC status, ``message`` the server's text."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code.name}: {message}")
+
+
+def _wrap(exc: grpc.RpcError) -> O1Error:
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    return O1Error(code, details or "")
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """What a Set did: the new revision, the paths changed, those waiting for a restart."""
+
+    revision: int
+    changed: tuple[str, ...]
+    restart_required: tuple[str, ...]
+
+
+class EventStream(Iterator[o1_pb2.VesEvent]):
+    """The events of a subscription; iterate, and :meth:`cancel` to end it (the iteration
+    then stops). Errors are raised as :class:`O1Error`."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> o1_pb2.VesEvent:
+        try:
+            ev: o1_pb2.VesEvent = next(self._call)
+            return ev
+        except grpc.RpcError as exc:
+            err = _wrap(exc)
+            if self._cancelled and err.code == grpc.StatusCode.CANCELLED:
+                raise StopIteration from None
+            raise err from None
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+
+Edit = tuple[str, Any]
+
+
+class O1Client:
+    """A synchronous O1 client.
+
+    >>> with O1Client("localhost:50051", ClientSecurity(ca=ca, token=tok)) as o1:
+    ...     o1.set("/policy/guard_us", 30.0)
+    ...     o1.get("/policy/guard_us")
+    30.0
+    """
+
+    def __init__(
+        self,
+        target: str,
+        security: ClientSecurity | None = None,
+        timeout_s: float = 10.0,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self._channel = channel or (security or ClientSecurity()).channel(target)
+        self._stub = o1_pb2_grpc.O1Stub(self._channel)
+        self.timeout_s = timeout_s
+        #: the configuration revision seen by the last get/set
+        self.revision = 0
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> O1Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, path: str = "/") -> Any:
+        """The JSON value at ``path``."""
+        try:
+            resp: o1_pb2.GetResponse = self._stub.Get(
+                o1_pb2.GetRequest(path=path), timeout=self.timeout_s
+            )
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+        self.revision = resp.revision
+        return json.loads(resp.json_value)
+
+    def set(self, path: str, value: Any, *, if_revision: int = 0) -> SetResult:
+        """Set one value."""
+        return self.set_many([(path, value)], if_revision=if_revision)
+
+    def remove(self, path: str, *, if_revision: int = 0) -> SetResult:
+        """Remove a map entry or list item."""
+        return self._set([o1_pb2.Edit(path=path, remove=True)], if_revision)
+
+    def set_many(
+        self, edits: Sequence[Edit] | Mapping[str, Any], *, if_revision: int = 0
+    ) -> SetResult:
+        """Apply several edits together (in order): all or nothing."""
+        items = list(edits.items()) if isinstance(edits, Mapping) else list(edits)
+        return self._set(
+            [o1_pb2.Edit(path=p, json_value=json.dumps(v)) for p, v in items], if_revision
+        )
+
+    def _set(self, edits: list[o1_pb2.Edit], if_revision: int) -> SetResult:
+        try:
+            resp: o1_pb2.SetResponse = self._stub.Set(
+                o1_pb2.SetRequest(edits=edits, if_revision=if_revision), timeout=self.timeout_s
+            )
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+        self.revision = resp.revision
+        return SetResult(resp.revision, tuple(resp.changed), tuple(resp.restart_required))
+
+    def events(
+        self, domains: Sequence[str] = (), *, skip_active_alarms: bool = False
+    ) -> EventStream:
+        """Subscribe to VES events of ``domains`` (empty: all)."""
+        call = self._stub.SubscribeEvents(
+            o1_pb2.SubscribeEventsRequest(
+                domains=list(domains), skip_active_alarms=skip_active_alarms
+            )
+        )
+        return EventStream(call)
+
+    def active_alarms(self) -> list[o1_pb2.VesEvent]:
+        """The fault event of each active alarm."""
+        try:
+            resp: o1_pb2.ListActiveAlarmsResponse = self._stub.ListActiveAlarms(
+                o1_pb2.ListActiveAlarmsRequest(), timeout=self.timeout_s
+            )
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+        return list(resp.alarms)
