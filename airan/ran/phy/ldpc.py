@@ -14,17 +14,22 @@ TS 38.212 §5.3.2 (LDPC coding) and §5.2.2 (lifting sizes, Table 5.3.2-1).
   systematic bits are punctured (§5.3.2: d_{k-2Zc} = c_k), so ``N = 66 Zc`` (BG1) or
   ``50 Zc`` (BG2).
 * :func:`decode` is a layered normalised min-sum decoder. LLRs follow the convention
-  ``L = log P(bit = 0) / P(bit = 1)``: positive means 0. It is vectorised over the Zc rows
-  of a layer and over a batch of code blocks (leading dimensions); Python loops run over
-  iterations and the layers of the base graph only. Decoding stops early once the
-  syndrome is zero for every code block of the batch.
+  ``L = log P(bit = 0) / P(bit = 1)``: positive means 0. A layer is one base-graph row
+  (Zc checks), processed in row order; it is vectorised over the Zc rows of the layer
+  and over a batch of code blocks (leading dimensions); Python loops run over iterations
+  and the layers of the base graph only, consecutive layers that share no column being
+  processed by the same array operations (which is exactly processing them in turn).
+  Decoding stops early once the syndrome is zero for every code block of the batch.
 
 All index tables are built once per (base graph, Zc) with NumPy, cached, and converted
-once per array module (NumPy or CuPy) of the input.
+once per array module (NumPy or CuPy) of the input. The decoder's gather index of each
+layer is one flat array over (edge slot, code block, check), cached per (base graph, Zc,
+rows decoded, batch size).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass
 from importlib import resources
@@ -112,9 +117,7 @@ class _Tables:
     steps: tuple[tuple[int, IntArray, IntArray], ...]  # (column, row gather, unroll)
     ext_idx: IntArray  # (mb-4, d, Zc) edges of rows 4.. except their extension column
     ext_start: int  # first extension-parity bit
-    layers: tuple[tuple[int, IntArray], ...]  # (edge offset, (deg, Zc) indices) per row
-    n_edges: int
-    check_idx: IntArray  # (mb, d, Zc) all edges, pad -> n_full
+    row_idx: tuple[IntArray, ...]  # per base-graph row: (deg, Zc) indices of its edges
 
 
 def _gather_rows(m: IntArray, rows: list[int], keep: list[list[int]], zc: int) -> IntArray:
@@ -178,14 +181,9 @@ def _tables(base_graph: int, zc: int) -> _Tables:
     ext_rows = list(range(4, mb))
     ext_keep = [[j for j in range(kb + 4) if m[i, j] >= 0] for i in ext_rows]
     ext_idx = _gather_rows(m, ext_rows, ext_keep, zc)
-    layers: list[tuple[int, IntArray]] = []
-    off = 0
-    all_keep = [[int(j) for j in np.nonzero(m[i] >= 0)[0]] for i in range(mb)]
-    check_idx = _gather_rows(m, list(range(mb)), all_keep, zc)
-    for i in range(mb):
-        deg = len(all_keep[i])
-        layers.append((off, check_idx[i, :deg]))
-        off += deg
+    row_idx = tuple(
+        _gather_rows(m, [i], [[int(j) for j in np.nonzero(m[i] >= 0)[0]]], zc)[0] for i in range(mb)
+    )
     return _Tables(
         zc=zc,
         k=kb * zc,
@@ -195,9 +193,7 @@ def _tables(base_graph: int, zc: int) -> _Tables:
         steps=tuple(steps),
         ext_idx=ext_idx,
         ext_start=(kb + 4) * zc,
-        layers=tuple(layers),
-        n_edges=off,
-        check_idx=check_idx,
+        row_idx=row_idx,
     )
 
 
@@ -215,9 +211,7 @@ def _xp_tables(base_graph: int, zc: int, xp: ModuleType) -> _Tables:
         steps=tuple((u, xp.asarray(g), xp.asarray(p)) for u, g, p in t.steps),
         ext_idx=xp.asarray(t.ext_idx),
         ext_start=t.ext_start,
-        layers=tuple((o, xp.asarray(i)) for o, i in t.layers),
-        n_edges=t.n_edges,
-        check_idx=xp.asarray(t.check_idx),
+        row_idx=t.row_idx,  # used only to build schedules (NumPy)
     )
 
 
@@ -250,6 +244,88 @@ def encode(bits: Any, base_graph: int, zc: int, *, puncture: bool = True) -> Any
     return out.reshape(*lead, out.shape[-1])
 
 
+@dataclass(frozen=True)
+class _Schedule:
+    """Flat gather indices of the decoder and of the syndrome for one (BG, Zc).
+
+    ``groups``: ``(first row, rows, degree, index)`` per run of consecutive base-graph
+    rows that share no column. Decoding such a run at once is exactly decoding its rows
+    one after another (no row reads what another one writes), so the layered schedule
+    row 0, 1, 2, ... is kept; BG1 has 32 runs of 46 rows, BG2 28 of 42. ``index`` (rows
+    x degree x Zc, row-major) lists each row's edges, a row shorter than the run padded
+    with the position ``n_full`` (held at +inf by the decoder: never a minimum, never
+    negative; a hard 0). The first ``k`` rows of a run are the first ``k * degree * Zc``
+    entries. ``checks``: ``(degree, rows, index)`` per degree, the rows ascending, so the
+    rows below any bound are a prefix; ``row0``: the index of row 0's edges.
+    """
+
+    n_full: int
+    zc: int
+    groups: tuple[tuple[int, int, int, Any], ...]
+    checks: tuple[tuple[int, tuple[int, ...], Any], ...]
+    row0: Any
+
+
+@functools.cache
+def _schedule(base_graph: int, zc: int, xp: ModuleType) -> _Schedule:
+    if xp is not np:
+        s = _schedule(base_graph, zc, np)
+        return _Schedule(
+            s.n_full,
+            s.zc,
+            tuple((f, g, d, xp.asarray(i)) for f, g, d, i in s.groups),
+            tuple((d, r, xp.asarray(i)) for d, r, i in s.checks),
+            xp.asarray(s.row0),
+        )
+    t = _tables(base_graph, zc)
+    h = base_matrix(base_graph, zc) >= 0
+    runs: list[list[int]] = []
+    for i in range(h.shape[0]):
+        if runs and not (h[runs[-1]] & h[i]).any():
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    groups = []
+    for run in runs:
+        deg = max(t.row_idx[i].shape[0] for i in run)
+        idx = np.full((len(run), deg, zc), t.n_full, dtype=np.intp)
+        for a, i in enumerate(run):
+            idx[a, : t.row_idx[i].shape[0]] = t.row_idx[i]
+        groups.append((run[0], len(run), deg, idx.reshape(-1)))
+    degs = [t.row_idx[i].shape[0] for i in range(h.shape[0])]
+    checks = []
+    for deg in sorted(set(degs)):
+        members = tuple(i for i in range(h.shape[0]) if degs[i] == deg)
+        idx = np.stack([t.row_idx[i] for i in members]).astype(np.intp).reshape(-1)
+        checks.append((deg, members, idx))
+    row0 = t.row_idx[0].astype(np.intp).reshape(-1)
+    return _Schedule(t.n_full, zc, tuple(groups), tuple(checks), row0)
+
+
+@functools.lru_cache(maxsize=16)
+def _layer_index(
+    base_graph: int, zc: int, rows: int, batch: int, xp: ModuleType
+) -> tuple[tuple[int, int, Any], ...]:
+    """``(degree, M, index)`` per run of the first ``rows`` rows, for ``batch`` blocks.
+
+    The decoder holds a run as a (degree, M) array, M = batch x rows of the run x Zc:
+    edge slot first, so the reductions over the edges of each check run over the leading
+    axis and the per-check values broadcast along it. ``index`` (degree x M,) points
+    into the batch's APPs laid end to end, ``n_full + 1`` per block.
+    """
+    s = _schedule(base_graph, zc, np)
+    offsets = np.arange(batch, dtype=np.intp)[None, :, None, None] * (s.n_full + 1)
+    out = []
+    for first, g, d, idx in s.groups:
+        g = min(g, rows - first)
+        if g <= 0:
+            break
+        edge_major = idx[: g * d * zc].reshape(g, d, zc).transpose(1, 0, 2)[:, None]
+        flat = (edge_major + offsets).reshape(-1)  # (d, batch, g, Zc)
+        out.append((d, batch * g * zc, flat if xp is np else xp.asarray(flat)))
+    return tuple(out)
+
+
 def syndrome_ok(codeword: Any, base_graph: int, zc: int) -> Any:
     """Whether H c^T = 0 for each full codeword (..., 68 Zc / 52 Zc): bool (...), §5.3.2."""
     xp = array_module(codeword)
@@ -257,15 +333,25 @@ def syndrome_ok(codeword: Any, base_graph: int, zc: int) -> Any:
     if codeword.ndim < 1 or codeword.shape[-1] != t.n_full:
         raise FieldError("ldpc.codeword", f"must have shape (..., {t.n_full})")
     lead = codeword.shape[:-1]
-    cw = codeword.reshape(-1, t.n_full).astype(xp.uint8)
-    ok = _syndrome_zero(xp.concatenate([cw, xp.zeros((cw.shape[0], 1), xp.uint8)], 1), t, xp)
-    return ok.reshape(lead)
+    cw = (codeword.reshape(-1, t.n_full) & 1).astype(bool)
+    hard = xp.concatenate([cw, xp.zeros((cw.shape[0], 1), dtype=bool)], 1)
+    sched = _schedule(base_graph, zc, xp)
+    return _syndrome_zero(hard, sched, BG_DIMS[base_graph][0], xp).reshape(lead)
 
 
-def _syndrome_zero(hard_padded: Any, t: _Tables, xp: ModuleType, rows: int | None = None) -> Any:
-    idx = t.check_idx if rows is None else t.check_idx[:rows]
-    s = hard_padded[:, idx].sum(axis=2, dtype=xp.int32) & 1
-    return ~s.any(axis=(1, 2))
+def _syndrome_zero(hard: Any, sched: _Schedule, rows: int, xp: ModuleType) -> Any:
+    """bool (b,): the checks of rows 0..rows-1 hold for the hard decisions ``hard``
+    (bool (b, n_full + 1), the last entry False): one gather and sum per row degree."""
+    b, zc = hard.shape[0], sched.zc
+    parts = [(d, bisect.bisect_left(r, rows), i) for d, r, i in sched.checks]
+    syn = xp.empty((b, sum(n for _, n, _ in parts), zc), dtype=xp.uint8)
+    first = 0
+    for d, n, idx in parts:
+        if n:
+            bits = xp.take(hard, idx[: n * d * zc], axis=1).reshape(b, n, d, zc)
+            bits.sum(axis=2, dtype=xp.uint8, out=syn[:, first : first + n])
+            first += n
+    return ~(syn & 1).any(axis=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -303,6 +389,13 @@ def decode(
     Only the rows up to the last extension-parity block with a non-zero LLR are decoded
     (and checked): the others cannot inform the systematic bits (a high-rate rate-matched
     block sends few parity bits), which makes high code rates proportionally cheaper.
+
+    Per layer: one gather of the APPs, a dozen in-place array operations on preallocated
+    (degree, batch x rows x Zc) buffers (min and second min on the bit patterns, the sign
+    product as a product of +-1), one scatter; the syndrome is checked once per iteration
+    on the hard decisions (row 0 first: a failing row 0 skips the full check). Every
+    value is the one the plain row-by-row min-sum computes, bit for bit (up to the sign
+    of zeros, which no decision reads).
     """
     xp = array_module(llr)
     k, n = code_dims(base_graph, zc)
@@ -320,44 +413,101 @@ def decode(
             "ldpc.llr", f"must have shape (..., {n}) or (..., {t.n_full}); got {llr.shape}"
         )
     lead = llr.shape[:-1]
-    x = llr.reshape(-1, llr.shape[-1]).astype(xp.float32)
+    x = llr.reshape(-1, llr.shape[-1]).astype(xp.float32, copy=False)
     b = x.shape[0]
-    app = xp.zeros((b, t.n_full + 1), dtype=xp.float32)  # last: pad for the syndrome
-    app[:, t.n_full - x.shape[1] : t.n_full] = x
+    n_full = t.n_full
+    # Last entry: the padding position of the index tables, +inf (see _Schedule).
+    app = xp.zeros((b, n_full + 1), dtype=xp.float32)
+    app[:, n_full] = xp.inf
+    app[:, n_full - x.shape[1] : n_full] = x
     if filler:
         app[:, k - filler : k] = FILLER_LLR
     # Rows 4.. each own one extension-parity block seen by no other row: a row whose
     # block got no channel value (rate matching never sent it) can tell the others
     # nothing, so decoding runs on the rows up to the last received extension block.
     mb, _, kb = BG_DIMS[base_graph]
-    seen = (app[:, : t.n_full] != 0).reshape(b, -1, zc).any(axis=(0, 2))
+    seen = (app[:, :n_full] != 0).reshape(b, -1, zc).any(axis=(0, 2))
     last = int(seen.nonzero()[0].max()) if bool(seen.any()) else 0
     rows = min(mb, max(4, last - kb + 1))
-    layers = t.layers[:rows]
-    msgs = xp.zeros((b, t.n_edges, zc), dtype=xp.float32)
+    sched = _schedule(base_graph, zc, xp)
+    layers = _layer_index(base_graph, zc, rows, b, xp)
+    flat_app = app.reshape(-1)
+    # Per group: check-to-variable messages (degree, M), and work buffers by shape.
+    msgs = [xp.zeros((d, m), dtype=xp.float32) for d, m, _ in layers]
+    bufs: dict[tuple[int, int], tuple[Any, ...]] = {}
+    for d, m, _ in layers:
+        if (d, m) not in bufs:
+            mag = xp.empty((d, m), dtype=xp.float32)  # magnitudes
+            signs = xp.empty((d, m), dtype=xp.float32)  # own signs, +-1
+            at_min = xp.empty((d, m), dtype=xp.int32)  # -1 at the minimum, else 0
+            mins = xp.empty((2, m), dtype=xp.float32)  # min, second min
+            mins_u = mins.view(xp.uint32)
+            bufs[d, m] = (
+                mag,
+                mag.view(xp.uint32),
+                signs,
+                signs.view(xp.uint32),
+                at_min,
+                at_min.view(xp.uint32),
+                xp.empty((d, m), dtype=xp.uint32),  # own sign bits
+                mins,
+                mins[0:1],
+                mins[1:2],
+                mins_u[0:1],
+                mins_u[1:2],
+                xp.empty((1, m), dtype=xp.int32),  # minus the edges at the minimum
+            )
     a = xp.float32(alpha)
-    inf = xp.float32(np.inf)
+    u32 = xp.uint32
+    sign_bit, one_bits, one = u32(0x80000000), u32(0x3F800000), u32(1)  # 0x3F800000: 1.0
+    subtract, add, multiply, copyto = xp.subtract, xp.add, xp.multiply, xp.copyto
+    bitwise_and, bitwise_or, bitwise_xor = xp.bitwise_and, xp.bitwise_or, xp.bitwise_xor
+    right_shift = xp.right_shift
     iterations = 0
     ok = xp.zeros((b,), dtype=bool)
-    for _ in range(max_iterations):
+    for it in range(max_iterations):
         iterations += 1
-        for off, idx in layers:
-            deg = idx.shape[0]
-            r_old = msgs[:, off : off + deg]
-            tv = xp.take(app, idx, axis=1) - r_old  # variable-to-check (b, deg, Zc)
-            mag = xp.abs(tv)
-            m1 = mag.min(axis=1, keepdims=True)
-            is_min = mag == m1
-            m2 = xp.where(is_min, inf, mag).min(axis=1, keepdims=True)
-            tie = is_min.sum(axis=1, keepdims=True, dtype=xp.int32) > 1
-            m2 = xp.where(tie, m1, m2)  # two edges at the minimum: each sees the other
-            neg = tv < 0
-            odd = (neg.sum(axis=1, keepdims=True, dtype=xp.int32) & 1).astype(bool)
-            out = xp.where(is_min, m2, m1) * a
-            r_new = xp.where(neg ^ odd, -out, out)
-            msgs[:, off : off + deg] = r_new
-            app[:, idx] = tv + r_new
-        ok = _syndrome_zero((app < 0).astype(xp.uint8), t, xp, rows)
+        for gi, (d, m, idx) in enumerate(layers):
+            (mag, mag_u, signs, signs_u, at_min, at_min_u, own, mins, m1, m2, m1_u, m2_u, count) = (
+                bufs[d, m]
+            )
+            tv = flat_app[idx].reshape(d, m)
+            # Signs are read off the sign bit, so a -0.0 counts as negative (where the
+            # test "< 0" says not): harmless, as a zero magnitude is the minimum, so the
+            # other edges get magnitude 0 whatever its sign, and its own message carries
+            # the product of the others' signs only (its own sign enters twice).
+            tv_u = tv.view(u32)
+            subtract(tv, msgs[gi], out=tv)  # variable-to-check messages
+            xp.abs(tv, out=mag)
+            mag.min(axis=0, keepdims=True, out=m1)
+            # Non-negative floats order as their bit patterns, read unsigned. At the
+            # minimum mag - (m1 + 1) wraps around to 2^32 - 1, elsewhere it is below
+            # 2^31: its sign, spread by an arithmetic shift, marks the minimum.
+            subtract(mag_u, m1_u + one, out=at_min_u)
+            right_shift(at_min, 31, out=at_min)
+            at_min.sum(axis=0, keepdims=True, dtype=xp.int32, out=count)
+            # All bits set at the minimum: the unsigned minimum is the second minimum.
+            bitwise_or(mag_u, at_min_u, out=mag_u)
+            mag_u.min(axis=0, keepdims=True, out=m2_u)
+            # Two edges at the minimum: each sees the other, so both get m1 too.
+            copyto(m2, m1, where=count < -1)
+            bitwise_and(tv_u, sign_bit, out=own)
+            bitwise_or(own, one_bits, out=signs_u)  # +-1.0
+            # Both magnitudes times alpha times the product of all the signs...
+            multiply(mins, signs.prod(axis=0, keepdims=True) * a, out=mins)
+            # ... the minimum over the other edges: m2 at the minimum, else m1 ...
+            r_bits = bitwise_and(at_min_u, m1_u ^ m2_u)
+            bitwise_xor(r_bits, m1_u, out=r_bits)
+            bitwise_xor(r_bits, own, out=r_bits)  # ... times the own sign: the others'
+            r_new = r_bits.view(xp.float32)
+            msgs[gi] = r_new
+            add(tv, r_new, out=tv)
+            flat_app[idx] = tv.reshape(-1)
+        if it < max_iterations - 1:  # Row 0 first: a cheap way to see a non-zero syndrome.
+            row0 = xp.take(app, sched.row0, axis=1).reshape(b, -1, zc) < 0
+            if bool((row0.sum(axis=1, dtype=xp.uint8) & 1).any()):
+                continue
+        ok = _syndrome_zero(app < 0, sched, rows, xp)
         if bool(ok.all()):
             break
     bits = (app[:, :k] < 0).astype(xp.uint8)
