@@ -231,7 +231,7 @@ class PacedSimExecutor(SimExecutor):
         end = self._end
         target = end if 0 <= end <= until_ns else until_ns
         if NEVER > target > self.clock.t:
-            self._wall.sleep_until(target, spin_ns=50_000)
+            self._wall.sleep_until(target, spin_ns=0)  # pacing only: virtual time stays exact
         super().wait(until_ns)
 
 
