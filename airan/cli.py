@@ -292,7 +292,8 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     ctx = mp.get_context("spawn")
     shared = ctx.Array("d", 4, lock=False)
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_demo_child, args=(params, shared, child), daemon=True)
+    # not a daemon: the run starts the DU's L2 processes of its own
+    proc = ctx.Process(target=_demo_child, args=(params, shared, child), daemon=False)
     proc.start()
     child.close()
     msg: tuple[Any, ...] | None = None
@@ -324,7 +325,10 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
             bar.update(
                 task, completed=shared[0], tasks=shared[1], misses=shared[2], tokens=shared[3]
             )
-    proc.join(timeout=5)
+    proc.join(timeout=10)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout=5)
     if msg is None or msg[0] not in ("report", "error"):
         console.print(f"[red]error: the demo process ended without a report (exit {proc.exitcode})")
         return 1

@@ -37,6 +37,29 @@ def test_ai_fills_the_idle_time_and_stops_for_radio() -> None:
     assert r.ran.latency_us.max <= 150.0 + 1e-6
 
 
+def test_a_source_may_ask_to_be_pulled_again_later() -> None:
+    """A source fed by another process (FAPI) yields a time instead of a task: the loop
+    pulls it again only once its clock is there, and serves AI meanwhile."""
+    arb = arbiter()
+    arb.add_job(AiJob(itertools.repeat(AI), tenant="llm"))
+    pulled: list[tuple[int, int]] = []
+
+    def source() -> object:
+        for i in range(20):
+            t = i * 500 * US
+            yield max(0, t - 250 * US)  # "ask me again at t - 250 µs"
+            pulled.append((i, arb.executor.clock.now_ns()))
+            yield RanTask(t, t + 500 * US, (RAN,))
+        yield 10**12  # a pause past the end ends the source
+
+    arb.run(source(), 20 * 500 * US)  # type: ignore[arg-type]
+    r = arb.report(seed=1, slots=20)
+    assert r.ran.tasks == 20 and r.ran.misses == 0
+    for i, now in pulled:  # never pulled before asked; announced before its release
+        assert max(0, i * 500 * US - 250 * US) <= now <= i * 500 * US
+    assert r.ai.harvest_ratio > 0.9  # the loop served AI while it waited
+
+
 def test_tasks_released_after_the_end_are_not_waited_for() -> None:
     arb = arbiter(Policy(lookahead_us=0))
     late = RanTask(1_000_000 * US, 1_000_500 * US, (RAN,))

@@ -99,6 +99,9 @@ def test_demo_runs_on_the_cpu_and_reports(tmp_path: Path) -> None:
     assert doc["workload"]["workload"] == "du" and doc["workload"]["synthetic"] is False
     assert doc["workload"]["ran"]["numerology"] == 0  # the CPU's default cell
     assert doc["workload"]["l1_crc_total"] > 0  # the real L1 decoded uplink slots
+    fapi = doc["workload"]["fapi"]["l1-cell0"]  # the MAC ran in its own process
+    assert fapi["received"]["UL_TTI.request"] > 0 and fapi["received"]["DL_TTI.request"] > 0
+    assert fapi["sent"]["CRC.indication"] > 0
 
 
 def test_demo_runs_the_synthetic_workload_on_request(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_generator_polynomials_are_those_of_the_spec() -> None:
 
 
 @pytest.mark.parametrize("poly", POLYS)
-@pytest.mark.parametrize("n", [1, 7, 24, 100, 1000])
+@pytest.mark.parametrize("n", [1, 7, 24, 100, 1000, 16384, 16385, 40_000])
 def test_parity_matches_long_division(poly: str, n: int) -> None:
     rng = np.random.default_rng(n)
     bits = rng.integers(0, 2, (2, 3, n), dtype=np.uint8)

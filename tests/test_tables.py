@@ -239,10 +239,11 @@ def test_vectorised_tbs_matches_scalar(
     assert e.rate_x1024 is not None
     want = t.transport_block_size(e.qm, e.rate_x1024, n, nsym, dmrs, oh, v)
     assert int(t.tbs_array(e.qm, e.rate_x1024, n, nsym, dmrs, oh, v)) == want
-    # TBS grows with PRBs, and an information rate never exceeds the coded bits
+    # TBS grows with PRBs, and an information rate never exceeds the coded bits, except
+    # that the smallest TBS of Table 5.1.3.2-1 is 24 even for the tiniest allocation
     if n < 275:
         assert t.transport_block_size(e.qm, e.rate_x1024, n + 1, nsym, dmrs, oh, v) >= want
-    assert want <= min(156, 12 * nsym - dmrs - oh) * n * e.qm * v
+    assert want <= max(24, min(156, 12 * nsym - dmrs - oh) * n * e.qm * v)
 
 
 def test_tbs_array_zero_prbs() -> None:

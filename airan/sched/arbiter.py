@@ -70,6 +70,13 @@ SLACK_BUCKET_NS = 10_000
 SLACK_BUCKETS = 1000
 
 
+def _when(item: RanTask | int | None) -> int:
+    """When a radio item needs the loop: a task's release, a pause's time, or never."""
+    if item is None:
+        return NEVER
+    return item if type(item) is int else item.release_ns  # type: ignore[union-attr]
+
+
 class ControlTicket:
     """A policy change handed to a running arbiter from another thread.
 
@@ -762,9 +769,14 @@ class Arbiter:
             if self.share_cap < 1.0:
                 self._share_budget -= dur
 
-    def run(self, radio: Iterable[RanTask], duration_ns: int) -> None:
+    def run(self, radio: Iterable[RanTask | int], duration_ns: int) -> None:
         """Run radio tasks (in release order, times on the executor's clock) and the AI
         jobs for ``duration_ns``, then finish the radio work released so far.
+
+        A source whose work depends on input still to come (slot requests from an L2
+        over FAPI) may yield a time instead of a task: "ask me again at this time". The
+        loop pulls the next item once its clock reaches it, and until then takes it as
+        the earliest time new radio work may be released.
 
         Tasks released at or after the end are not run. Counters accumulate in the
         arbiter; :meth:`report` turns them into a :class:`RunReport`.
@@ -790,14 +802,14 @@ class Arbiter:
                 self._running = False
                 self._drain_mailbox()
 
-    def _run(self, radio: Iterable[RanTask], duration_ns: int) -> None:
+    def _run(self, radio: Iterable[RanTask | int], duration_ns: int) -> None:
         ex = self.executor
         clock = ex.clock
         t_start = clock.now_ns()
         self._t_start = t_start
         end = t_start + duration_ns
-        it: Iterator[RanTask] = iter(radio)
-        nxt: RanTask | None = next(it, None)
+        it: Iterator[RanTask | int] = iter(radio)
+        nxt: RanTask | int | None = next(it, None)
         last_release = t_start
         announced: deque[RanTask] = deque()
         done: list[Completion] = []
@@ -823,7 +835,17 @@ class Arbiter:
                     end = min(end, now_ns())
             now = now_ns()
             horizon = now + self.lookahead_ns
-            while nxt is not None and (nxt.release_ns <= horizon or nxt.release_ns >= end):
+            while nxt is not None:
+                if type(nxt) is int:  # "ask again at nxt"
+                    if nxt >= end:
+                        nxt = None
+                    elif nxt <= now:
+                        nxt = next(it, None)
+                        continue
+                    break
+                assert isinstance(nxt, RanTask)
+                if nxt.release_ns > horizon and nxt.release_ns < end:
+                    break
                 if nxt.release_ns >= end:
                     nxt = None
                     break
@@ -856,7 +878,7 @@ class Arbiter:
             if announced:
                 self.next_release = announced[0].release_ns
             else:
-                self.next_release = NEVER if nxt is None else nxt.release_ns
+                self.next_release = _when(nxt)
             decisions += 1
             if decisions & _DECISION_SAMPLE_MASK:
                 wake = self.strategy.dispatch(now)
@@ -874,8 +896,8 @@ class Arbiter:
             # (it can only shrink the slack that the next AI admission checks).
             if announced and announced[0].release_ns < wake:
                 wake = announced[0].release_ns
-            if nxt is not None and nxt.release_ns < wake:
-                wake = nxt.release_ns
+            if nxt is not None and _when(nxt) < wake:
+                wake = _when(nxt)
             if now < end < wake:
                 wake = end
             wait(wake)

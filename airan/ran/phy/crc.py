@@ -63,22 +63,64 @@ def _poly(poly: str) -> tuple[int, tuple[int, ...]]:
         ) from None
 
 
-@functools.cache
-def _parity_matrix_np(poly: str, n: int) -> npt.NDArray[np.float32]:
-    """``(n, L)`` matrix over GF(2): row k = D^{n-1-k+L} mod g(D), column i = p_i."""
+_POWERS: dict[str, npt.NDArray[np.float32]] = {}
+#: messages longer than this are split into chunks whose parities are combined
+_CHUNK = 1 << 14
+
+
+def _companion(poly: str) -> npt.NDArray[np.float32]:
+    """Multiplication by D modulo g(D) on row vectors (column t = coefficient of D^t)."""
     length, powers = _poly(poly)
-    # Companion matrix T: state row vector v (coefficient of D^t at column t) times D.
-    t = np.zeros((length, length), dtype=np.int64)
+    t = np.zeros((length, length), dtype=np.float32)
     t[np.arange(length - 1), np.arange(1, length)] = 1  # D^t -> D^{t+1}, t < L-1
     t[length - 1, list(powers)] = 1  # D^{L-1} -> D^L = sum of the lower powers
-    rem = np.zeros((1, length), dtype=np.int64)
+    return t
+
+
+@functools.cache
+def _chunk_shifts(poly: str, k: int) -> npt.NDArray[np.float32]:
+    """``(k, L, L)``: multiplication by D^{C(k-1-j)} mod g for chunk j, in the parity's
+    column order (column i = coefficient of D^{L-1-i})."""
+    step = _companion(poly)
+    for _ in range(_CHUNK.bit_length() - 1):  # T^C by squaring
+        step = np.remainder(step @ step, 2.0)
+    length = step.shape[0]
+    mats = np.empty((k, length, length), dtype=np.float32)
+    cur = np.eye(length, dtype=np.float32)
+    for j in range(k - 1, -1, -1):
+        mats[j] = cur[::-1, ::-1]  # natural -> reversed column order on both sides
+        cur = np.remainder(cur @ step, 2.0)
+    return mats
+
+
+def _powers(poly: str, n: int) -> npt.NDArray[np.float32]:
+    """At least ``n`` rows: row m = D^{L+m} mod g(D), column i = coefficient of
+    D^{L-1-i}. Grown by doubling (row block m..2m-1 = rows 0..m-1 times D^m) and kept,
+    so a new message length costs a slice, not a rebuild."""
+    have = _POWERS.get(poly)
+    if have is not None and have.shape[0] >= n:
+        return have
+    length, powers = _poly(poly)
+    t = _companion(poly)  # float32 products are exact here: sums of at most L ones
+    target = max(1 << 14, 1 << (n - 1).bit_length())  # a power of two: few regrowths
+    rem = np.zeros((target, length), dtype=np.float32)
     rem[0, list(powers)] = 1  # D^L mod g
     tp = t
-    while rem.shape[0] < n:  # rows m = 0..2s-1 from rows 0..s-1 and T^s
-        rem = np.concatenate([rem, (rem @ tp) & 1])
-        tp = (tp @ tp) & 1
-    rows = rem[:n][::-1]  # row k holds D^{L + n-1-k} mod g
-    return np.ascontiguousarray(rows[:, ::-1]).astype(np.float32)  # column i = D^{L-1-i}
+    s = 1
+    while s < target:  # rows s..2s-1 from rows 0..s-1 and T^s
+        m = min(s, target - s)
+        np.remainder(rem[:m] @ tp, 2.0, out=rem[s : s + m])
+        tp = np.remainder(tp @ tp, 2.0)
+        s += m
+    out = np.ascontiguousarray(rem[:, ::-1])
+    _POWERS[poly] = out
+    return out
+
+
+def _parity_matrix_np(poly: str, n: int) -> npt.NDArray[np.float32]:
+    """``(n, L)`` matrix over GF(2): row k = D^{n-1-k+L} mod g(D), column i = p_i
+    (a reversed view of the shared table of powers)."""
+    return _powers(poly, n)[n - 1 :: -1] if n > 0 else _powers(poly, 1)[:0]
 
 
 def _parity_matrix(poly: str, n: int, xp: ModuleType) -> Any:
@@ -104,8 +146,22 @@ def crc_parity(bits: Any, poly: str) -> Any:
     length = crc_length(poly)
     if n == 0:
         return xp.zeros((*bits.shape[:-1], length), dtype=xp.uint8)
-    m = _parity_matrix(poly, n, xp)
-    s = bits.astype(xp.float32) @ m  # exact: sums of at most n < 2^24 ones
+    if n <= _CHUNK:
+        m = _parity_matrix(poly, n, xp)
+        s = bits.astype(xp.float32) @ m  # exact: sums of at most n < 2^24 ones
+        return (s.astype(xp.int64) & 1).astype(xp.uint8)
+    # Long blocks: leading zeros leave the remainder unchanged, so pad to k chunks of C
+    # bits, take each chunk's parity, and shift it by D^{C(k-1-j)} mod g before summing.
+    k = -(-n // _CHUNK)
+    a = bits.astype(xp.float32)
+    pad = k * _CHUNK - n
+    if pad:
+        a = xp.concatenate([xp.zeros((*a.shape[:-1], pad), xp.float32), a], axis=-1)
+    a = a.reshape(*a.shape[:-1], k, _CHUNK)
+    part = xp.remainder(a @ _parity_matrix(poly, _CHUNK, xp), 2.0)  # (..., k, L)
+    shifts = _chunk_shifts(poly, k)
+    u = shifts if xp is np else xp.asarray(shifts)
+    s = xp.einsum("...kl,klm->...m", part, u)
     return (s.astype(xp.int64) & 1).astype(xp.uint8)
 
 
