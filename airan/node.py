@@ -16,10 +16,11 @@ subscribers with different reporting periods share the same counters.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +32,8 @@ from airan.core.rrm import SliceQuota, check_quotas
 from airan.ran.config import RanConfig
 from airan.ran.du import DuCounters, DuWorkload, du_period_figures
 from airan.sched.arbiter import Arbiter, ControlTicket, Counters, period_figures
+
+log = logging.getLogger(__name__)
 
 
 class AlarmConfig(CheckedModel):
@@ -129,6 +132,7 @@ class Node:
         self._thread: threading.Thread | None = None
         self._faults: deque[Fault] = deque(maxlen=256)
         self._seen_job_errors: set[int] = set()
+        self._listeners: list[Callable[[NodeConfig, NodeConfig], None]] = []
         arbiter.request_policy(config.policy).wait()
         du.set_slice_quotas(config.ran.slice_quotas)
 
@@ -214,6 +218,22 @@ class Node:
         return self._thread is not None and self._thread.is_alive()
 
     # -- configuration -----------------------------------------------------------
+    def add_config_listener(self, fn: Callable[[NodeConfig, NodeConfig], None]) -> None:
+        """Call ``fn(old, new)`` after every configuration change, whatever its path (O1
+        set, E2 control): e.g. to persist it. Called in order, under the node's
+        configuration lock: keep it short; an exception is logged, not raised."""
+        self._listeners.append(fn)
+
+    def _changed(self, old: NodeConfig) -> None:
+        new = self._config
+        if new == old:
+            return
+        for fn in list(self._listeners):
+            try:
+                fn(old, new)
+            except Exception:
+                log.exception("node %s: configuration listener %r failed", self.node_id, fn)
+
     @property
     def node_id(self) -> str:
         return self._config.node_id
@@ -229,7 +249,9 @@ class Node:
         Raises :class:`FieldError` if the arbiter refuses it; nothing is applied then."""
         with self._apply_lock:
             ticket = self._set_policy(policy, timeout_s)
-            self._config = self._config.model_copy(update={"policy": policy})
+            old = self._config
+            self._config = old.model_copy(update={"policy": policy})
+            self._changed(old)
         return ticket
 
     def _set_policy(self, policy: Policy, timeout_s: float) -> ControlTicket:
@@ -274,7 +296,9 @@ class Node:
                 where="ran",
             )
             self.du.set_slice_quotas(ran.slice_quotas)
-            self._config = self._config.model_copy(update={"ran": ran})
+            old = self._config
+            self._config = old.model_copy(update={"ran": ran})
+            self._changed(old)
 
     def apply_config(self, new: NodeConfig, timeout_s: float = 5.0) -> list[str]:
         """Apply a whole new configuration tree atomically; return the dotted fields that
@@ -300,6 +324,7 @@ class Node:
                     self._set_policy(old.policy, timeout_s)
                 raise
             self._config = new
+            self._changed(old)
             return restart
 
     # -- measurements --------------------------------------------------------------

@@ -169,9 +169,12 @@ class L1Work:
                 bits = rng.integers(0, 2, g.tbs, dtype=np.uint8)
                 x = ue_tx.transmit([g], [bits], n)[: g.layers]
                 ch = TdlChannel.draw(rng, n_rx=config.antennas, n_tx=g.layers, sample_rate_hz=fs)
-                # received at the SNR the MAC's link adaptation chose the MCS for (its
-                # latest estimate): the test vector is the slot as the MAC planned it
-                snr = float(mac.ul_snr_est[mg.ue])
+                # the slot as the MAC planned it: after MMSE combining (a diversity
+                # gain of about N - L + 1 for N antennas and L layers), each UE is
+                # received 3 dB above the SNR its link adaptation chose the MCS for,
+                # the loss of this receiver (LS channel estimation, min-sum decoding)
+                gain_db = 10.0 * np.log10(config.antennas - g.layers + 1)
+                snr = float(mac.ul_snr_est[mg.ue]) + 3.0 - gain_db
                 part = ch.propagate(x) * np.float32(10 ** (snr / 20.0))
                 y = part if y is None else y + part
             samples = xp.asarray(awgn(y, 0.0, rng))
