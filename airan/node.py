@@ -31,7 +31,13 @@ from airan.core.policy import CheckedModel, Policy, TenantPolicy
 from airan.core.rrm import SliceQuota, check_quotas
 from airan.ran.config import RanConfig
 from airan.ran.du import DuCounters, DuWorkload, du_period_figures
-from airan.sched.arbiter import Arbiter, ControlTicket, Counters, period_figures
+from airan.sched.arbiter import (
+    Arbiter,
+    ControlTicket,
+    ControlTimeoutError,
+    Counters,
+    period_figures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +264,10 @@ class Node:
         if not isinstance(policy, Policy):
             raise FieldError("policy", f"must be a Policy, got {policy!r}")
         ticket = self.arbiter.request_policy(policy)
-        if not ticket.wait(timeout_s):
-            raise FieldError("policy", f"the arbiter did not take it within {timeout_s} s")
+        if not ticket.wait(timeout_s) and ticket.cancel():  # withdrawn: it never applies
+            raise ControlTimeoutError(
+                "policy", f"the arbiter did not take it within {timeout_s} s; not applied"
+            )
         if ticket.error is not None:
             raise ticket.error
         return ticket
@@ -299,6 +307,17 @@ class Node:
             old = self._config
             self._config = old.model_copy(update={"ran": ran})
             self._changed(old)
+
+    def update_config(
+        self, change: Callable[[NodeConfig], NodeConfig], timeout_s: float = 5.0
+    ) -> tuple[NodeConfig, list[str]]:
+        """Read-modify-write: ``change(current)`` gives the new tree, applied as by
+        :meth:`apply_config`, all under the configuration lock, so that concurrent
+        changes (an O1 set, an E2 control) never undo each other. Returns the tree
+        applied and the fields that need a restart."""
+        with self._apply_lock:
+            new = change(self._config)
+            return new, self.apply_config(new, timeout_s)
 
     def apply_config(self, new: NodeConfig, timeout_s: float = 5.0) -> list[str]:
         """Apply a whole new configuration tree atomically; return the dotted fields that

@@ -249,6 +249,11 @@ def test_estimator_bad_config(kwargs: dict[str, float], field: str) -> None:
         ({"tdm_radio_share": 1.0}, "policy.tdm_radio_share"),
         ({"fifo_depth": 0}, "policy.fifo_depth"),
         ({"colour": "red"}, "policy.colour"),
+        # strict: strings are not numbers or flags, a fraction is not an integer
+        ({"guard_us": "30"}, "policy.guard_us"),
+        ({"tenants": {"llm": {"paused": "yes"}}}, "policy.tenants.llm.paused"),
+        ({"fifo_depth": 2.0}, "policy.fifo_depth"),
+        ({"guard_us": float("nan")}, "policy"),
     ],
 )
 def test_bad_policy_value_names_the_field(data: dict[str, object], field: str) -> None:

@@ -121,3 +121,36 @@ def test_controls_from_many_threads_are_all_applied(node: Node) -> None:
     assert node.config.policy == node.arbiter.policy
     assert node.config.ran.slice_quotas == node.du.macs[0].slice_quotas
     assert node.health().misses == 0
+
+
+def test_a_control_that_times_out_is_withdrawn_not_applied_later() -> None:
+    from airan.sched.arbiter import ControlTimeoutError
+
+    node = Node.simulated(_config(), seed=2)
+    arb = node.arbiter
+    arb._running = True  # a loop that does not come round to its mailbox in time
+    new = Policy.parse({**node.config.policy.model_dump(), "guard_us": 77.0})
+    with pytest.raises(ControlTimeoutError, match="not applied"):
+        node.set_policy(new, timeout_s=0.05)
+    arb._running = False
+    arb._drain_mailbox()  # the loop comes round: the withdrawn change is skipped
+    assert arb.policy.guard_us != 77.0
+    assert node.config.policy.guard_us != 77.0
+
+
+def test_update_config_is_read_modify_write(node: Node) -> None:
+    def bump(weight: float) -> None:
+        def change(cfg: NodeConfig) -> NodeConfig:
+            data = cfg.model_dump()
+            data["policy"]["tenants"]["llm"]["weight"] += weight
+            return NodeConfig.parse(data)
+
+        node.update_config(change)
+
+    threads = [threading.Thread(target=bump, args=(1.0,)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert node.config.policy.tenants["llm"].weight == 7.0  # no update lost
+    assert node.arbiter.policy.tenants["llm"].weight == 7.0

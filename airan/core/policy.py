@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
@@ -20,12 +21,33 @@ class CheckedModel(BaseModel):
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], where: str | None = None) -> Self:
-        """Validate ``data``; on error raise :class:`FieldError` naming every bad field,
-        prefixed with ``where`` (the config's name in messages)."""
+        """Validate ``data`` strictly, as the JSON it is or could be; on error raise
+        :class:`FieldError` naming every bad field, prefixed with ``where`` (the
+        config's name in messages).
+
+        Strict: a string is not a number or a boolean (``"30"`` for a float, ``"yes"``
+        for a flag are refused, not coerced); an integer is a valid float; a JSON array
+        is a valid tuple. What arrives over E2, O1 or a config file is JSON, so every
+        entry point checks the same way."""
+        if not isinstance(data, Mapping):
+            raise FieldError(where or cls._where, f"must be an object, got {type(data).__name__}")
         try:
-            return cls.model_validate(dict(data))
+            text = json.dumps(dict(data), default=_jsonable, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise FieldError(where or cls._where, f"is not JSON data: {exc}") from None
+        try:
+            return cls.model_validate_json(text, strict=True)
         except ValidationError as exc:
             raise validation_to_field_error(exc, where or cls._where) from None
+
+
+def _jsonable(obj: object) -> Any:
+    """JSON for the models and sets that configs may already hold."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON data")
 
 
 TENANT_NAME = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"

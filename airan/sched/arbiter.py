@@ -77,6 +77,11 @@ def _when(item: RanTask | int | None) -> int:
     return item if type(item) is int else item.release_ns  # type: ignore[union-attr]
 
 
+class ControlTimeoutError(FieldError):
+    """A change the arbiter's loop did not take in time; it was withdrawn, nothing
+    applied."""
+
+
 class ControlTicket:
     """A policy change handed to a running arbiter from another thread.
 
@@ -86,14 +91,26 @@ class ControlTicket:
     latency. ``error`` is set (and nothing applied) if the policy was refused.
     """
 
-    __slots__ = ("_done", "applied_ns", "error", "policy", "requested_ns")
+    __slots__ = ("_done", "_lock", "applied_ns", "cancelled", "error", "policy", "requested_ns")
 
     def __init__(self, policy: Policy | None) -> None:
         self.policy = policy  # None: a stop request
         self.requested_ns = time.perf_counter_ns()
         self.applied_ns = -1
         self.error: FieldError | None = None
+        self.cancelled = False
         self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def cancel(self) -> bool:
+        """Withdraw a change the loop has not applied yet (e.g. after a timeout): True if
+        withdrawn (it will never apply), False if it was applied or refused already."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self.cancelled = True
+            self._done.set()
+            return True
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until applied or refused; ``False`` on timeout."""
@@ -484,16 +501,19 @@ class Arbiter:
         box = self._mailbox
         while box:
             ticket = box.popleft()
-            if ticket.policy is None:
-                self._stopping = True
-                ticket._finish(None)
-                continue
-            try:
-                self.set_policy(ticket.policy)
-            except FieldError as exc:
-                ticket._finish(exc)
-            else:
-                ticket._finish(None)
+            with ticket._lock:
+                if ticket.cancelled:
+                    continue
+                if ticket.policy is None:
+                    self._stopping = True
+                    ticket._finish(None)
+                    continue
+                try:
+                    self.set_policy(ticket.policy)
+                except FieldError as exc:
+                    ticket._finish(exc)
+                else:
+                    ticket._finish(None)
 
     def counters(self) -> Counters:
         """A snapshot of the cumulative counters (safe to call from another thread)."""
