@@ -70,7 +70,7 @@ def fill_pdu(p: pb.PuschPdu | pb.PdschPdu, index: int = 0) -> None:
     p.mcs_index = 9
     p.mcs_table = 0
     p.qm = 2
-    p.target_code_rate_x1024 = 679
+    p.target_code_rate = 6790
     p.num_layers = 1
     p.tb_size_bits = 2024
     p.harq_process_id = 3
@@ -144,7 +144,7 @@ def sch_pdu(draw: st.DrawFn, cell: CellConfig, cls: type[Any], index: int) -> An
         mcs_index=draw(st.integers(0, 31)),
         mcs_table=table,
         qm=qm,
-        target_code_rate_x1024=draw(st.integers(1, 1023)),
+        target_code_rate=draw(st.integers(1, 10239)),
         num_layers=layers,
         tb_size_bits=8 * draw(st.integers(1, cap // 8)),
         harq_process_id=draw(st.integers(0, 15)),
@@ -309,12 +309,12 @@ CASES: list[tuple[str, Callable[..., pb.FapiMessage], Mut, str, int]] = [
     ),
     ("qm 3", ul_msg, _ul(_set("qm", 3)), f"{UL}.qm", 2),
     ("qm 8 needs 256qam table", ul_msg, _ul(_set("qm", 8)), f"{UL}.qm", 2),
-    ("rate 0", ul_msg, _ul(_set("target_code_rate_x1024", 0)), f"{UL}.target_code_rate_x1024", 2),
+    ("rate 0", ul_msg, _ul(_set("target_code_rate", 0)), f"{UL}.target_code_rate", 2),
     (
         "rate 1",
         ul_msg,
-        _ul(_set("target_code_rate_x1024", 1024)),
-        f"{UL}.target_code_rate_x1024",
+        _ul(_set("target_code_rate", 10240)),
+        f"{UL}.target_code_rate",
         2,
     ),
     ("layers 0", ul_msg, _ul(_set("num_layers", 0)), f"{UL}.num_layers", 2),
@@ -465,12 +465,13 @@ def test_tx_data_must_match_the_dl_tti_tb_sizes() -> None:
 
 def test_code_block_segmentation() -> None:
     # TS 38.212 §5.2.2 / §7.2.2: BG2 below 3824 bits at R <= 0.67, Kcb 3840 / 8448
-    assert num_code_blocks(100, 512) == 1
-    assert num_code_blocks(3824, 512) == 1  # BG2, B = 3840 = Kcb
-    assert num_code_blocks(3832, 700) == 1  # BG1
-    assert num_code_blocks(8424, 900) == 1  # BG1, B = 8448
-    assert num_code_blocks(8432, 900) == 2
-    assert num_code_blocks(20000, 200) == 6  # BG2 (R <= 1/4): ceil(20024 / 3816)
+    # (the rate is SCF 222's targetCodeRate: R x 1024 in 0.1 units)
+    assert num_code_blocks(100, 5120) == 1
+    assert num_code_blocks(3824, 5120) == 1  # BG2, B = 3840 = Kcb
+    assert num_code_blocks(3832, 7000) == 1  # BG1
+    assert num_code_blocks(8424, 9000) == 1  # BG1, B = 8448
+    assert num_code_blocks(8432, 9000) == 2
+    assert num_code_blocks(20000, 2000) == 6  # BG2 (R <= 1/4): ceil(20024 / 3816)
 
 
 def test_cell_config_rejects_bad_values() -> None:

@@ -275,7 +275,7 @@ def _check_sch_pdu(p: PuschPdu | PdschPdu, where: str, cell: CellConfig, max_tab
         _bad(where, "qm", f"modulation order must be 2, 4, 6 or 8 (got {p.qm})")
     if p.qm == 8 and p.mcs_table != 1:
         _bad(where, "qm", f"256QAM (qm=8) needs mcs_table 1, qam256 (got {p.mcs_table})")
-    _rng(p.target_code_rate_x1024, 1, 1023, where, "target_code_rate_x1024")
+    _rng(p.target_code_rate, 1, 10239, where, "target_code_rate")
     _rng(p.num_layers, 1, cell.max_layers, where, "num_layers")
     tb = p.tb_size_bits
     if tb == 0:
@@ -453,11 +453,11 @@ def check_tx_data(
             )
 
 
-def num_code_blocks(tb_size_bits: int, code_rate_x1024: int) -> int:
+def num_code_blocks(tb_size_bits: int, code_rate_x10240: int) -> int:
     """Code blocks C of a transport block (TS 38.212 §7.2.2 / §6.2.2 LDPC base graph
     selection, §5.2.2 code block segmentation)."""
     a = tb_size_bits
-    r = code_rate_x1024 / 1024
+    r = code_rate_x10240 / 10240
     bg2 = a <= 292 or (a <= 3824 and r <= 0.67) or r <= 0.25
     b = a + (24 if a > 3824 else 16)
     kcb = 3840 if bg2 else 8448
@@ -710,7 +710,7 @@ class EchoHandler:
     def on_slot(self, req: SlotRequest) -> SlotResult:
         out: list[PuschResult] = []
         for p in req.ul:
-            ncb = num_code_blocks(p.tb_size_bits, p.target_code_rate_x1024)
+            ncb = num_code_blocks(p.tb_size_bits, p.target_code_rate)
             k = self.crc_fail_every
             fail = k > 0 and (req.abs_slot + p.pdu_index) % k == 0
             payload = None
@@ -1271,7 +1271,7 @@ class FixedScheduler:
         pdu.mcs_index = 5
         pdu.mcs_table = 0
         pdu.qm = 2
-        pdu.target_code_rate_x1024 = self.rate
+        pdu.target_code_rate = self.rate * 10
         pdu.num_layers = 1
         pdu.tb_size_bits = self.tb_bits
         pdu.harq_process_id = harq
@@ -1336,7 +1336,7 @@ class MacScheduler:
         pdu.mcs_index = g.mcs
         pdu.mcs_table = 1 if g.mcs_table == 2 else 0
         pdu.qm = g.qm
-        pdu.target_code_rate_x1024 = min(1023, max(1, round(g.code_rate)))
+        pdu.target_code_rate = min(10239, max(1, round(g.code_rate * 10)))  # 0.1 units
         pdu.num_layers = g.layers
         pdu.tb_size_bits = g.tbs
         pdu.harq_process_id = g.harq_id

@@ -24,49 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61iran/fapi/v1/fapi.proto\x12\rairan.fapi.v1\"!\n\x06Snssai\x12\x0b\n\x03sst\x18\x01 \x01(\r\x12\n\n\x02sd\x18\x02 \x01(\r\"\xac\x03\n\x08PuschPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x10\n\x08ue_index\x18\x03 \x01(\r\x12%\n\x06snssai\x18\x04 \x01(\x0b\x32\x15.airan.fapi.v1.Snssai\x12\x11\n\tbwp_start\x18\x05 \x01(\r\x12\x10\n\x08\x62wp_size\x18\x06 \x01(\r\x12\x10\n\x08rb_start\x18\x07 \x01(\r\x12\x0f\n\x07rb_size\x18\x08 \x01(\r\x12\x14\n\x0cstart_symbol\x18\t \x01(\r\x12\x15\n\rnr_of_symbols\x18\n \x01(\r\x12\x1d\n\x15\x64mrs_symbol_positions\x18\x0b \x01(\r\x12\x11\n\tmcs_index\x18\x0c \x01(\r\x12\x11\n\tmcs_table\x18\r \x01(\r\x12\n\n\x02qm\x18\x0e \x01(\r\x12\x1e\n\x16target_code_rate_x1024\x18\x0f \x01(\r\x12\x12\n\nnum_layers\x18\x10 \x01(\r\x12\x14\n\x0ctb_size_bits\x18\x11 \x01(\r\x12\x17\n\x0fharq_process_id\x18\x12 \x01(\r\x12\x10\n\x08rv_index\x18\x13 \x01(\r\x12\x0b\n\x03ndi\x18\x14 \x01(\x08\"\xac\x03\n\x08PdschPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x10\n\x08ue_index\x18\x03 \x01(\r\x12%\n\x06snssai\x18\x04 \x01(\x0b\x32\x15.airan.fapi.v1.Snssai\x12\x11\n\tbwp_start\x18\x05 \x01(\r\x12\x10\n\x08\x62wp_size\x18\x06 \x01(\r\x12\x10\n\x08rb_start\x18\x07 \x01(\r\x12\x0f\n\x07rb_size\x18\x08 \x01(\r\x12\x14\n\x0cstart_symbol\x18\t \x01(\r\x12\x15\n\rnr_of_symbols\x18\n \x01(\r\x12\x1d\n\x15\x64mrs_symbol_positions\x18\x0b \x01(\r\x12\x11\n\tmcs_index\x18\x0c \x01(\r\x12\x11\n\tmcs_table\x18\r \x01(\r\x12\n\n\x02qm\x18\x0e \x01(\r\x12\x1e\n\x16target_code_rate_x1024\x18\x0f \x01(\r\x12\x12\n\nnum_layers\x18\x10 \x01(\r\x12\x14\n\x0ctb_size_bits\x18\x11 \x01(\r\x12\x17\n\x0fharq_process_id\x18\x12 \x01(\r\x12\x10\n\x08rv_index\x18\x13 \x01(\r\x12\x0b\n\x03ndi\x18\x14 \x01(\x08\"\x0e\n\x0cStartRequest\"\r\n\x0bStopRequest\"\x10\n\x0eStopIndication\"\x87\x02\n\x0f\x45rrorIndication\x12\x30\n\x0cmessage_type\x18\x01 \x01(\x0e\x32\x1a.airan.fapi.v1.MessageType\x12\x1b\n\x13rejected_message_id\x18\x02 \x01(\x04\x12,\n\nerror_code\x18\x03 \x01(\x0e\x32\x18.airan.fapi.v1.ErrorCode\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x0crejected_sfn\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rrejected_slot\x18\x07 \x01(\rH\x01\x88\x01\x01\x42\x0f\n\r_rejected_sfnB\x10\n\x0e_rejected_slot\"\x1e\n\x0eSlotIndication\x12\x0c\n\x04last\x18\x01 \x01(\x08\"5\n\x0cUlTtiRequest\x12%\n\x04pdus\x18\x01 \x03(\x0b\x32\x17.airan.fapi.v1.PuschPdu\"5\n\x0c\x44lTtiRequest\x12%\n\x04pdus\x18\x01 \x03(\x0b\x32\x17.airan.fapi.v1.PdschPdu\"/\n\tTxDataPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"7\n\rTxDataRequest\x12&\n\x04pdus\x18\x01 \x03(\x0b\x32\x18.airan.fapi.v1.TxDataPdu\"\xb4\x01\n\x06\x43rcPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x0f\n\x07harq_id\x18\x03 \x01(\r\x12\x11\n\ttb_crc_ok\x18\x04 \x01(\x08\x12\x12\n\nul_sinr_db\x18\x05 \x01(\x02\x12\x1b\n\x0etiming_advance\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06num_cb\x18\x07 \x01(\r\x12\x11\n\tnum_cb_ok\x18\x08 \x01(\rB\x11\n\x0f_timing_advance\"4\n\rCrcIndication\x12#\n\x04pdus\x18\x01 \x03(\x0b\x32\x15.airan.fapi.v1.CrcPdu\"N\n\tRxDataPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x0f\n\x07harq_id\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\":\n\x10RxDataIndication\x12&\n\x04pdus\x18\x01 \x03(\x0b\x32\x18.airan.fapi.v1.RxDataPdu\"\xc4\x05\n\x0b\x46\x61piMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x65ll_id\x18\x04 \x01(\r\x12\x0b\n\x03sfn\x18\x05 \x01(\r\x12\x0c\n\x04slot\x18\x06 \x01(\r\x12\x14\n\x0csend_time_ns\x18\x07 \x01(\x04\x12\x34\n\rstart_request\x18\x10 \x01(\x0b\x32\x1b.airan.fapi.v1.StartRequestH\x00\x12\x32\n\x0cstop_request\x18\x11 \x01(\x0b\x32\x1a.airan.fapi.v1.StopRequestH\x00\x12\x38\n\x0fstop_indication\x18\x12 \x01(\x0b\x32\x1d.airan.fapi.v1.StopIndicationH\x00\x12:\n\x10\x65rror_indication\x18\x13 \x01(\x0b\x32\x1e.airan.fapi.v1.ErrorIndicationH\x00\x12\x38\n\x0fslot_indication\x18\x14 \x01(\x0b\x32\x1d.airan.fapi.v1.SlotIndicationH\x00\x12\x35\n\x0e\x64l_tti_request\x18\x15 \x01(\x0b\x32\x1b.airan.fapi.v1.DlTtiRequestH\x00\x12\x35\n\x0eul_tti_request\x18\x16 \x01(\x0b\x32\x1b.airan.fapi.v1.UlTtiRequestH\x00\x12\x37\n\x0ftx_data_request\x18\x17 \x01(\x0b\x32\x1c.airan.fapi.v1.TxDataRequestH\x00\x12=\n\x12rx_data_indication\x18\x18 \x01(\x0b\x32\x1f.airan.fapi.v1.RxDataIndicationH\x00\x12\x36\n\x0e\x63rc_indication\x18\x19 \x01(\x0b\x32\x1c.airan.fapi.v1.CrcIndicationH\x00\x42\x06\n\x04\x62ody*\x81\x03\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_TYPE_START_REQUEST\x10\x04\x12\x1d\n\x19MESSAGE_TYPE_STOP_REQUEST\x10\x05\x12 \n\x1cMESSAGE_TYPE_STOP_INDICATION\x10\x06\x12!\n\x1dMESSAGE_TYPE_ERROR_INDICATION\x10\x07\x12 \n\x1bMESSAGE_TYPE_DL_TTI_REQUEST\x10\x80\x01\x12 \n\x1bMESSAGE_TYPE_UL_TTI_REQUEST\x10\x81\x01\x12!\n\x1cMESSAGE_TYPE_SLOT_INDICATION\x10\x82\x01\x12!\n\x1cMESSAGE_TYPE_TX_DATA_REQUEST\x10\x84\x01\x12$\n\x1fMESSAGE_TYPE_RX_DATA_INDICATION\x10\x85\x01\x12 \n\x1bMESSAGE_TYPE_CRC_INDICATION\x10\x86\x01*\xac\x02\n\tErrorCode\x12\n\n\x06MSG_OK\x10\x00\x12\x15\n\x11MSG_INVALID_STATE\x10\x01\x12\x16\n\x12MSG_INVALID_CONFIG\x10\x02\x12\x13\n\x0fSFN_OUT_OF_SYNC\x10\x03\x12\x10\n\x0cMSG_SLOT_ERR\x10\x04\x12\x13\n\x0fMSG_BCH_MISSING\x10\x05\x12\x13\n\x0fMSG_INVALID_SFN\x10\x06\x12\x12\n\x0eMSG_UL_DCI_ERR\x10\x07\x12\x0e\n\nMSG_TX_ERR\x10\x08\x12\x16\n\x12MSG_INVALID_PHY_ID\x10\t\x12\x12\n\rMSG_MALFORMED\x10\x80\x02\x12\x15\n\x10MSG_UNKNOWN_BODY\x10\x81\x02\x12\x12\n\rMSG_DUPLICATE\x10\x82\x02\x12\x18\n\x13MSG_INVALID_VERSION\x10\x83\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61iran/fapi/v1/fapi.proto\x12\rairan.fapi.v1\"!\n\x06Snssai\x12\x0b\n\x03sst\x18\x01 \x01(\r\x12\n\n\x02sd\x18\x02 \x01(\r\"\xa6\x03\n\x08PuschPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x10\n\x08ue_index\x18\x03 \x01(\r\x12%\n\x06snssai\x18\x04 \x01(\x0b\x32\x15.airan.fapi.v1.Snssai\x12\x11\n\tbwp_start\x18\x05 \x01(\r\x12\x10\n\x08\x62wp_size\x18\x06 \x01(\r\x12\x10\n\x08rb_start\x18\x07 \x01(\r\x12\x0f\n\x07rb_size\x18\x08 \x01(\r\x12\x14\n\x0cstart_symbol\x18\t \x01(\r\x12\x15\n\rnr_of_symbols\x18\n \x01(\r\x12\x1d\n\x15\x64mrs_symbol_positions\x18\x0b \x01(\r\x12\x11\n\tmcs_index\x18\x0c \x01(\r\x12\x11\n\tmcs_table\x18\r \x01(\r\x12\n\n\x02qm\x18\x0e \x01(\r\x12\x18\n\x10target_code_rate\x18\x0f \x01(\r\x12\x12\n\nnum_layers\x18\x10 \x01(\r\x12\x14\n\x0ctb_size_bits\x18\x11 \x01(\r\x12\x17\n\x0fharq_process_id\x18\x12 \x01(\r\x12\x10\n\x08rv_index\x18\x13 \x01(\r\x12\x0b\n\x03ndi\x18\x14 \x01(\x08\"\xa6\x03\n\x08PdschPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x10\n\x08ue_index\x18\x03 \x01(\r\x12%\n\x06snssai\x18\x04 \x01(\x0b\x32\x15.airan.fapi.v1.Snssai\x12\x11\n\tbwp_start\x18\x05 \x01(\r\x12\x10\n\x08\x62wp_size\x18\x06 \x01(\r\x12\x10\n\x08rb_start\x18\x07 \x01(\r\x12\x0f\n\x07rb_size\x18\x08 \x01(\r\x12\x14\n\x0cstart_symbol\x18\t \x01(\r\x12\x15\n\rnr_of_symbols\x18\n \x01(\r\x12\x1d\n\x15\x64mrs_symbol_positions\x18\x0b \x01(\r\x12\x11\n\tmcs_index\x18\x0c \x01(\r\x12\x11\n\tmcs_table\x18\r \x01(\r\x12\n\n\x02qm\x18\x0e \x01(\r\x12\x18\n\x10target_code_rate\x18\x0f \x01(\r\x12\x12\n\nnum_layers\x18\x10 \x01(\r\x12\x14\n\x0ctb_size_bits\x18\x11 \x01(\r\x12\x17\n\x0fharq_process_id\x18\x12 \x01(\r\x12\x10\n\x08rv_index\x18\x13 \x01(\r\x12\x0b\n\x03ndi\x18\x14 \x01(\x08\"\x0e\n\x0cStartRequest\"\r\n\x0bStopRequest\"\x10\n\x0eStopIndication\"\x87\x02\n\x0f\x45rrorIndication\x12\x30\n\x0cmessage_type\x18\x01 \x01(\x0e\x32\x1a.airan.fapi.v1.MessageType\x12\x1b\n\x13rejected_message_id\x18\x02 \x01(\x04\x12,\n\nerror_code\x18\x03 \x01(\x0e\x32\x18.airan.fapi.v1.ErrorCode\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x0crejected_sfn\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rrejected_slot\x18\x07 \x01(\rH\x01\x88\x01\x01\x42\x0f\n\r_rejected_sfnB\x10\n\x0e_rejected_slot\"\x1e\n\x0eSlotIndication\x12\x0c\n\x04last\x18\x01 \x01(\x08\"5\n\x0cUlTtiRequest\x12%\n\x04pdus\x18\x01 \x03(\x0b\x32\x17.airan.fapi.v1.PuschPdu\"5\n\x0c\x44lTtiRequest\x12%\n\x04pdus\x18\x01 \x03(\x0b\x32\x17.airan.fapi.v1.PdschPdu\"/\n\tTxDataPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"7\n\rTxDataRequest\x12&\n\x04pdus\x18\x01 \x03(\x0b\x32\x18.airan.fapi.v1.TxDataPdu\"\xb4\x01\n\x06\x43rcPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x0f\n\x07harq_id\x18\x03 \x01(\r\x12\x11\n\ttb_crc_ok\x18\x04 \x01(\x08\x12\x12\n\nul_sinr_db\x18\x05 \x01(\x02\x12\x1b\n\x0etiming_advance\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06num_cb\x18\x07 \x01(\r\x12\x11\n\tnum_cb_ok\x18\x08 \x01(\rB\x11\n\x0f_timing_advance\"4\n\rCrcIndication\x12#\n\x04pdus\x18\x01 \x03(\x0b\x32\x15.airan.fapi.v1.CrcPdu\"N\n\tRxDataPdu\x12\x11\n\tpdu_index\x18\x01 \x01(\r\x12\x0c\n\x04rnti\x18\x02 \x01(\r\x12\x0f\n\x07harq_id\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\":\n\x10RxDataIndication\x12&\n\x04pdus\x18\x01 \x03(\x0b\x32\x18.airan.fapi.v1.RxDataPdu\"\xc4\x05\n\x0b\x46\x61piMessage\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x65ll_id\x18\x04 \x01(\r\x12\x0b\n\x03sfn\x18\x05 \x01(\r\x12\x0c\n\x04slot\x18\x06 \x01(\r\x12\x14\n\x0csend_time_ns\x18\x07 \x01(\x04\x12\x34\n\rstart_request\x18\x10 \x01(\x0b\x32\x1b.airan.fapi.v1.StartRequestH\x00\x12\x32\n\x0cstop_request\x18\x11 \x01(\x0b\x32\x1a.airan.fapi.v1.StopRequestH\x00\x12\x38\n\x0fstop_indication\x18\x12 \x01(\x0b\x32\x1d.airan.fapi.v1.StopIndicationH\x00\x12:\n\x10\x65rror_indication\x18\x13 \x01(\x0b\x32\x1e.airan.fapi.v1.ErrorIndicationH\x00\x12\x38\n\x0fslot_indication\x18\x14 \x01(\x0b\x32\x1d.airan.fapi.v1.SlotIndicationH\x00\x12\x35\n\x0e\x64l_tti_request\x18\x15 \x01(\x0b\x32\x1b.airan.fapi.v1.DlTtiRequestH\x00\x12\x35\n\x0eul_tti_request\x18\x16 \x01(\x0b\x32\x1b.airan.fapi.v1.UlTtiRequestH\x00\x12\x37\n\x0ftx_data_request\x18\x17 \x01(\x0b\x32\x1c.airan.fapi.v1.TxDataRequestH\x00\x12=\n\x12rx_data_indication\x18\x18 \x01(\x0b\x32\x1f.airan.fapi.v1.RxDataIndicationH\x00\x12\x36\n\x0e\x63rc_indication\x18\x19 \x01(\x0b\x32\x1c.airan.fapi.v1.CrcIndicationH\x00\x42\x06\n\x04\x62ody*\x81\x03\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_TYPE_START_REQUEST\x10\x04\x12\x1d\n\x19MESSAGE_TYPE_STOP_REQUEST\x10\x05\x12 \n\x1cMESSAGE_TYPE_STOP_INDICATION\x10\x06\x12!\n\x1dMESSAGE_TYPE_ERROR_INDICATION\x10\x07\x12 \n\x1bMESSAGE_TYPE_DL_TTI_REQUEST\x10\x80\x01\x12 \n\x1bMESSAGE_TYPE_UL_TTI_REQUEST\x10\x81\x01\x12!\n\x1cMESSAGE_TYPE_SLOT_INDICATION\x10\x82\x01\x12!\n\x1cMESSAGE_TYPE_TX_DATA_REQUEST\x10\x84\x01\x12$\n\x1fMESSAGE_TYPE_RX_DATA_INDICATION\x10\x85\x01\x12 \n\x1bMESSAGE_TYPE_CRC_INDICATION\x10\x86\x01*\xac\x02\n\tErrorCode\x12\n\n\x06MSG_OK\x10\x00\x12\x15\n\x11MSG_INVALID_STATE\x10\x01\x12\x16\n\x12MSG_INVALID_CONFIG\x10\x02\x12\x13\n\x0fSFN_OUT_OF_SYNC\x10\x03\x12\x10\n\x0cMSG_SLOT_ERR\x10\x04\x12\x13\n\x0fMSG_BCH_MISSING\x10\x05\x12\x13\n\x0fMSG_INVALID_SFN\x10\x06\x12\x12\n\x0eMSG_UL_DCI_ERR\x10\x07\x12\x0e\n\nMSG_TX_ERR\x10\x08\x12\x16\n\x12MSG_INVALID_PHY_ID\x10\t\x12\x12\n\rMSG_MALFORMED\x10\x80\x02\x12\x15\n\x10MSG_UNKNOWN_BODY\x10\x81\x02\x12\x12\n\rMSG_DUPLICATE\x10\x82\x02\x12\x18\n\x13MSG_INVALID_VERSION\x10\x83\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airan.fapi.v1.fapi_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGETYPE']._serialized_start=2592
-  _globals['_MESSAGETYPE']._serialized_end=2977
-  _globals['_ERRORCODE']._serialized_start=2980
-  _globals['_ERRORCODE']._serialized_end=3280
+  _globals['_MESSAGETYPE']._serialized_start=2580
+  _globals['_MESSAGETYPE']._serialized_end=2965
+  _globals['_ERRORCODE']._serialized_start=2968
+  _globals['_ERRORCODE']._serialized_end=3268
   _globals['_SNSSAI']._serialized_start=43
   _globals['_SNSSAI']._serialized_end=76
   _globals['_PUSCHPDU']._serialized_start=79
-  _globals['_PUSCHPDU']._serialized_end=507
-  _globals['_PDSCHPDU']._serialized_start=510
-  _globals['_PDSCHPDU']._serialized_end=938
-  _globals['_STARTREQUEST']._serialized_start=940
-  _globals['_STARTREQUEST']._serialized_end=954
-  _globals['_STOPREQUEST']._serialized_start=956
-  _globals['_STOPREQUEST']._serialized_end=969
-  _globals['_STOPINDICATION']._serialized_start=971
-  _globals['_STOPINDICATION']._serialized_end=987
-  _globals['_ERRORINDICATION']._serialized_start=990
-  _globals['_ERRORINDICATION']._serialized_end=1253
-  _globals['_SLOTINDICATION']._serialized_start=1255
-  _globals['_SLOTINDICATION']._serialized_end=1285
-  _globals['_ULTTIREQUEST']._serialized_start=1287
-  _globals['_ULTTIREQUEST']._serialized_end=1340
-  _globals['_DLTTIREQUEST']._serialized_start=1342
-  _globals['_DLTTIREQUEST']._serialized_end=1395
-  _globals['_TXDATAPDU']._serialized_start=1397
-  _globals['_TXDATAPDU']._serialized_end=1444
-  _globals['_TXDATAREQUEST']._serialized_start=1446
-  _globals['_TXDATAREQUEST']._serialized_end=1501
-  _globals['_CRCPDU']._serialized_start=1504
-  _globals['_CRCPDU']._serialized_end=1684
-  _globals['_CRCINDICATION']._serialized_start=1686
-  _globals['_CRCINDICATION']._serialized_end=1738
-  _globals['_RXDATAPDU']._serialized_start=1740
-  _globals['_RXDATAPDU']._serialized_end=1818
-  _globals['_RXDATAINDICATION']._serialized_start=1820
-  _globals['_RXDATAINDICATION']._serialized_end=1878
-  _globals['_FAPIMESSAGE']._serialized_start=1881
-  _globals['_FAPIMESSAGE']._serialized_end=2589
+  _globals['_PUSCHPDU']._serialized_end=501
+  _globals['_PDSCHPDU']._serialized_start=504
+  _globals['_PDSCHPDU']._serialized_end=926
+  _globals['_STARTREQUEST']._serialized_start=928
+  _globals['_STARTREQUEST']._serialized_end=942
+  _globals['_STOPREQUEST']._serialized_start=944
+  _globals['_STOPREQUEST']._serialized_end=957
+  _globals['_STOPINDICATION']._serialized_start=959
+  _globals['_STOPINDICATION']._serialized_end=975
+  _globals['_ERRORINDICATION']._serialized_start=978
+  _globals['_ERRORINDICATION']._serialized_end=1241
+  _globals['_SLOTINDICATION']._serialized_start=1243
+  _globals['_SLOTINDICATION']._serialized_end=1273
+  _globals['_ULTTIREQUEST']._serialized_start=1275
+  _globals['_ULTTIREQUEST']._serialized_end=1328
+  _globals['_DLTTIREQUEST']._serialized_start=1330
+  _globals['_DLTTIREQUEST']._serialized_end=1383
+  _globals['_TXDATAPDU']._serialized_start=1385
+  _globals['_TXDATAPDU']._serialized_end=1432
+  _globals['_TXDATAREQUEST']._serialized_start=1434
+  _globals['_TXDATAREQUEST']._serialized_end=1489
+  _globals['_CRCPDU']._serialized_start=1492
+  _globals['_CRCPDU']._serialized_end=1672
+  _globals['_CRCINDICATION']._serialized_start=1674
+  _globals['_CRCINDICATION']._serialized_end=1726
+  _globals['_RXDATAPDU']._serialized_start=1728
+  _globals['_RXDATAPDU']._serialized_end=1806
+  _globals['_RXDATAINDICATION']._serialized_start=1808
+  _globals['_RXDATAINDICATION']._serialized_end=1866
+  _globals['_FAPIMESSAGE']._serialized_start=1869
+  _globals['_FAPIMESSAGE']._serialized_end=2577
 # @@protoc_insertion_point(module_scope)

@@ -197,7 +197,7 @@ class PuschPdu(_message.Message):
     MCS_INDEX_FIELD_NUMBER: _builtins.int
     MCS_TABLE_FIELD_NUMBER: _builtins.int
     QM_FIELD_NUMBER: _builtins.int
-    TARGET_CODE_RATE_X1024_FIELD_NUMBER: _builtins.int
+    TARGET_CODE_RATE_FIELD_NUMBER: _builtins.int
     NUM_LAYERS_FIELD_NUMBER: _builtins.int
     TB_SIZE_BITS_FIELD_NUMBER: _builtins.int
     HARQ_PROCESS_ID_FIELD_NUMBER: _builtins.int
@@ -228,8 +228,8 @@ class PuschPdu(_message.Message):
     """0 qam64, 1 qam256, 2 qam64LowSE, 3/4 with transform precoding"""
     qm: _builtins.int
     """modulation order 2, 4, 6, 8"""
-    target_code_rate_x1024: _builtins.int
-    """R x 1024 as in TS 38.214 MCS tables (1..1023)"""
+    target_code_rate: _builtins.int
+    """SCF 222 targetCodeRate: R x 1024 in 0.1 units (1..10239); 6825 = 682.5/1024"""
     num_layers: _builtins.int
     """1..4"""
     tb_size_bits: _builtins.int
@@ -259,7 +259,7 @@ class PuschPdu(_message.Message):
         mcs_index: _builtins.int = ...,
         mcs_table: _builtins.int = ...,
         qm: _builtins.int = ...,
-        target_code_rate_x1024: _builtins.int = ...,
+        target_code_rate: _builtins.int = ...,
         num_layers: _builtins.int = ...,
         tb_size_bits: _builtins.int = ...,
         harq_process_id: _builtins.int = ...,
@@ -268,7 +268,7 @@ class PuschPdu(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["snssai", b"snssai"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bwp_size", b"bwp_size", "bwp_start", b"bwp_start", "dmrs_symbol_positions", b"dmrs_symbol_positions", "harq_process_id", b"harq_process_id", "mcs_index", b"mcs_index", "mcs_table", b"mcs_table", "ndi", b"ndi", "nr_of_symbols", b"nr_of_symbols", "num_layers", b"num_layers", "pdu_index", b"pdu_index", "qm", b"qm", "rb_size", b"rb_size", "rb_start", b"rb_start", "rnti", b"rnti", "rv_index", b"rv_index", "snssai", b"snssai", "start_symbol", b"start_symbol", "target_code_rate_x1024", b"target_code_rate_x1024", "tb_size_bits", b"tb_size_bits", "ue_index", b"ue_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bwp_size", b"bwp_size", "bwp_start", b"bwp_start", "dmrs_symbol_positions", b"dmrs_symbol_positions", "harq_process_id", b"harq_process_id", "mcs_index", b"mcs_index", "mcs_table", b"mcs_table", "ndi", b"ndi", "nr_of_symbols", b"nr_of_symbols", "num_layers", b"num_layers", "pdu_index", b"pdu_index", "qm", b"qm", "rb_size", b"rb_size", "rb_start", b"rb_start", "rnti", b"rnti", "rv_index", b"rv_index", "snssai", b"snssai", "start_symbol", b"start_symbol", "target_code_rate", b"target_code_rate", "tb_size_bits", b"tb_size_bits", "ue_index", b"ue_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,7 +294,7 @@ class PdschPdu(_message.Message):
     MCS_INDEX_FIELD_NUMBER: _builtins.int
     MCS_TABLE_FIELD_NUMBER: _builtins.int
     QM_FIELD_NUMBER: _builtins.int
-    TARGET_CODE_RATE_X1024_FIELD_NUMBER: _builtins.int
+    TARGET_CODE_RATE_FIELD_NUMBER: _builtins.int
     NUM_LAYERS_FIELD_NUMBER: _builtins.int
     TB_SIZE_BITS_FIELD_NUMBER: _builtins.int
     HARQ_PROCESS_ID_FIELD_NUMBER: _builtins.int
@@ -316,7 +316,8 @@ class PdschPdu(_message.Message):
     mcs_table: _builtins.int
     """0 qam64, 1 qam256, 2 qam64LowSE"""
     qm: _builtins.int
-    target_code_rate_x1024: _builtins.int
+    target_code_rate: _builtins.int
+    """as for PUSCH"""
     num_layers: _builtins.int
     tb_size_bits: _builtins.int
     harq_process_id: _builtins.int
@@ -341,7 +342,7 @@ class PdschPdu(_message.Message):
         mcs_index: _builtins.int = ...,
         mcs_table: _builtins.int = ...,
         qm: _builtins.int = ...,
-        target_code_rate_x1024: _builtins.int = ...,
+        target_code_rate: _builtins.int = ...,
         num_layers: _builtins.int = ...,
         tb_size_bits: _builtins.int = ...,
         harq_process_id: _builtins.int = ...,
@@ -350,7 +351,7 @@ class PdschPdu(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["snssai", b"snssai"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bwp_size", b"bwp_size", "bwp_start", b"bwp_start", "dmrs_symbol_positions", b"dmrs_symbol_positions", "harq_process_id", b"harq_process_id", "mcs_index", b"mcs_index", "mcs_table", b"mcs_table", "ndi", b"ndi", "nr_of_symbols", b"nr_of_symbols", "num_layers", b"num_layers", "pdu_index", b"pdu_index", "qm", b"qm", "rb_size", b"rb_size", "rb_start", b"rb_start", "rnti", b"rnti", "rv_index", b"rv_index", "snssai", b"snssai", "start_symbol", b"start_symbol", "target_code_rate_x1024", b"target_code_rate_x1024", "tb_size_bits", b"tb_size_bits", "ue_index", b"ue_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bwp_size", b"bwp_size", "bwp_start", b"bwp_start", "dmrs_symbol_positions", b"dmrs_symbol_positions", "harq_process_id", b"harq_process_id", "mcs_index", b"mcs_index", "mcs_table", b"mcs_table", "ndi", b"ndi", "nr_of_symbols", b"nr_of_symbols", "num_layers", b"num_layers", "pdu_index", b"pdu_index", "qm", b"qm", "rb_size", b"rb_size", "rb_start", b"rb_start", "rnti", b"rnti", "rv_index", b"rv_index", "snssai", b"snssai", "start_symbol", b"start_symbol", "target_code_rate", b"target_code_rate", "tb_size_bits", b"tb_size_bits", "ue_index", b"ue_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
