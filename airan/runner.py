@@ -197,8 +197,10 @@ def run_on_device(
     t0 = time.perf_counter()
     try:
         tasks: Iterator[RanTask | int] = iter(())
-        if radio:
-            tasks = (du or wl).radio_tasks(start, slots)
+        if radio and du is not None:
+            tasks = du.radio_tasks(start, slots)
+        elif radio:
+            tasks = wl.radio_tasks(start, slots)
         arb.run(tasks, start - executor.clock.now_ns() + slots * slot_ns)
     finally:
         executor.close()

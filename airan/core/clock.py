@@ -30,12 +30,13 @@ class WallClock:
 
         A sleeping thread can wake up a millisecond late on a loaded or virtualised
         host, which a radio cannot afford: like a DU's polling cores, the loop spins
-        through the last millisecond before the next event."""
+        through the last millisecond before the next event, yielding the interpreter
+        lock at each turn so that the process's other threads are not held up."""
         remaining = t_ns - self.now_ns()
         if remaining > spin_ns:
             time.sleep((remaining - spin_ns) / 1e9)
         while self.now_ns() < t_ns:
-            pass
+            time.sleep(0)  # releases the GIL: the process's other threads (servers) run
 
 
 class VirtualClock:

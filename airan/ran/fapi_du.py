@@ -53,7 +53,7 @@ def pdu_grant(pdu: Any, config: RanConfig) -> Any:
         prb_start=pdu.bwp_start + pdu.rb_start,
         n_prb=pdu.rb_size,
         qm=pdu.qm,
-        code_rate=pdu.target_code_rate_x1024 / 1024.0,
+        code_rate=pdu.target_code_rate / 10240.0,
         tbs=pdu.tb_size_bits,
         layers=pdu.num_layers,
         rv=pdu.rv_index,
