@@ -15,6 +15,7 @@ service (:mod:`airan.ric.o1`) served together on one loopback port::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airan.ric.e2 import E2Agent, E2Server, serve_e2
@@ -32,8 +33,11 @@ class FakeNode:
 
     ``config``/``seed``: passed to :meth:`Node.simulated`; ``security``: TLS and access
     policy of the port (:class:`~airan.ric.security.ServerSecurity`; ``None``: plaintext,
-    no tokens); ``o1``: also host the O1 service; ``agent_kwargs``: passed to
-    :class:`~airan.ric.e2.E2Agent` (``max_subscriptions``, ``max_queue``, ...).
+    no tokens); ``o1``: also host the O1 service; ``o1_state``: the O1 service's state
+    file (``None``: not persisted) — a saved configuration is restored at start, and
+    every change (O1 Set or E2 control) is saved; ``agent_kwargs``: passed to
+    :func:`~airan.ric.e2.serve_e2` and :class:`~airan.ric.e2.E2Agent`
+    (``max_subscriptions``, ``max_queue``, ``aio=False`` for the sync gRPC server, ...).
 
     ``start()`` / ``stop()`` or a ``with`` block; :attr:`e2_target` / :attr:`o1_target`
     are the ``host:port`` to connect to. Stopping sends every E2 subscriber a deletion
@@ -49,6 +53,7 @@ class FakeNode:
         host: str = "127.0.0.1",
         port: int = 0,
         o1: bool = True,
+        o1_state: Path | None = None,
         seconds: float = 86_400.0,
         **agent_kwargs: Any,
     ) -> None:
@@ -60,6 +65,7 @@ class FakeNode:
         self.port = port
         self.seconds = seconds
         self._want_o1 = o1
+        self._o1_state = None if o1_state is None else Path(o1_state)
         self._agent_kwargs = agent_kwargs
         self.o1: Any = None
         self.e2: E2Server | None = None
@@ -87,7 +93,7 @@ class FakeNode:
         if self._want_o1:
             from airan.ric.o1 import O1Service
 
-            self.o1 = O1Service(self.node, measurement_s=0)
+            self.o1 = O1Service(self.node, self._o1_state, measurement_s=0)
             extra.append(self.o1.registration())
         self.node.start(self.seconds)
         try:

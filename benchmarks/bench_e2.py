@@ -2,6 +2,7 @@
 
     python benchmarks/bench_e2.py [--seconds 60] [--subscribers 50] [--period-ms 10]
                                   [--controls 200] [--target HOST:PORT] [--json PATH]
+                                  [--sync-server] [--switch-interval-ms MS]
 
 Without ``--target`` a :class:`~airan.testing.FakeNode` (a live simulated node with its
 E2 agent) runs in a child process, so the node and this client do not share a GIL.
@@ -18,6 +19,14 @@ E2 agent) runs in a child process, so the node and this client do not share a GI
   ``applied_ns - requested_ns``: request handed to the loop → applied before its next
   decision) and the control RPC round trip, p50 / p99.
 
+Also reported: the CPU of the client process and of the node child (whole process, and
+per thread group: the node's loop ``airan-node``, the E2 event loop ``airan-e2-aio`` or
+the sync server's ``airan-grpc`` pool and ``airan-e2-timers``, gRPC's poller), the
+node's garbage-collection pauses, and (``--json``) the worst delivery latency in each
+second of the run. ``--sync-server`` serves the node with the sync gRPC server instead
+of ``grpc.aio``; ``--switch-interval-ms`` sets the node child's
+``sys.setswitchinterval``.
+
 Prints a table; ``--json`` writes the figures.
 """
 
@@ -25,13 +34,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,17 +57,71 @@ except ImportError:  # run from a source checkout without installing
 MEASUREMENTS = ("DRB.UEThpDl", "airan.AiBusy", "airan.RadioSlackLowUs", "airan.HarvestRatio")
 
 
-def _node_process(conn: Any, max_subscriptions: int, seed: int, switch_ms: float) -> None:
-    """Child: run a FakeNode until the parent says stop; report its target."""
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's live threads, grouped by the Python
+    thread name without its trailing number (``os:<comm>`` for threads Python did not
+    start, e.g. gRPC core's)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:  # not Linux
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        name = re.sub(r"[_-]?\d+$", "", names.get(int(tid), "os:" + comm))
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
+def _node_process(
+    conn: Any, max_subscriptions: int, seed: int, switch_ms: float, aio: bool = True
+) -> None:
+    """Child: run a FakeNode until the parent says stop; report its target and the CPU
+    it used meanwhile (per thread group)."""
     from airan.testing import FakeNode
 
     if switch_ms > 0:
         sys.setswitchinterval(switch_ms / 1e3)
 
-    with FakeNode(seed=seed, o1=False, max_subscriptions=max_subscriptions) as fake:
+    gc_pauses: list[tuple[int, float]] = []  # (generation, seconds)
+    gc_t0 = [0.0]
+
+    def gc_watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_pauses.append((int(info["generation"]), time.perf_counter() - gc_t0[0]))
+
+    gc.callbacks.append(gc_watch)
+    with FakeNode(seed=seed, o1=False, max_subscriptions=max_subscriptions, aio=aio) as fake:
+        t0, cpu0, threads0 = time.perf_counter(), time.process_time(), _thread_cpu()
         conn.send(fake.e2_target)
         conn.recv()  # stop
-        stats = {"overflows": fake.agent.overflows, "late_periods": fake.agent._timers.late}
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        threads = {
+            k: round(v - threads0.get(k, 0.0), 2)
+            for k, v in sorted(_thread_cpu().items(), key=lambda kv: -kv[1])
+        }
+        stats = {
+            "overflows": fake.agent.overflows,
+            "late_periods": fake.agent._timers.late,
+            "cpu_cores": round(cpu / wall, 3),
+            "gc_collections": len(gc_pauses),
+            "gc_pause_max_ms": round(max((d for _, d in gc_pauses), default=0.0) * 1e3, 2),
+            "gc_pause_total_ms": round(sum(d for _, d in gc_pauses) * 1e3, 1),
+            "thread_cpu_s": {k: v for k, v in threads.items() if v > 0},
+        }
     conn.send(stats)
 
 
@@ -67,17 +133,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def _subscriber(
-    target: str, period_ms: int, stop: asyncio.Event, out: dict[str, Any]
+    target: str, period_ms: int, stop: asyncio.Event, out: dict[str, Any], t0: float
 ) -> None:
     async with AsyncE2Client(target) as e2:
         sub: AsyncKpmSubscription = await e2.kpm.subscribe(list(MEASUREMENTS), period_ms=period_ms)
         seqs: list[int] = []
         lat: list[float] = []
+        worst: dict[int, float] = {}  # second of the run -> worst latency (ms)
 
         async def read() -> None:
             async for r in sub:
                 seqs.append(r.sequence)
-                lat.append(r.latency_s * 1e3)
+                ms = r.latency_s * 1e3
+                lat.append(ms)
+                sec = int(time.monotonic() - t0)
+                worst[sec] = max(worst.get(sec, 0.0), ms)
 
         reader = asyncio.create_task(read())
         await stop.wait()
@@ -90,6 +160,7 @@ async def _subscriber(
         out["lost"] = sent - len(set(seqs))
         out["out_of_order"] = sum(1 for a, b in itertools.pairwise(seqs) if b <= a)
         out["latency_ms"] = lat
+        out["worst"] = worst
         out["ended_by"] = None if end is None else end.ended_by
 
 
@@ -113,15 +184,21 @@ async def _run(args: argparse.Namespace, target: str) -> dict[str, Any]:
     stop = asyncio.Event()
     subs: list[dict[str, Any]] = [{} for _ in range(args.subscribers)]
     ctl: dict[str, Any] = {}
-    tasks = [asyncio.create_task(_subscriber(target, args.period_ms, stop, s)) for s in subs]
-    t0 = time.perf_counter()
+    start = time.monotonic()
+    tasks = [asyncio.create_task(_subscriber(target, args.period_ms, stop, s, start)) for s in subs]
+    t0, cpu0 = time.perf_counter(), time.process_time()
     ctl_task = asyncio.create_task(_controls(target, args.controls, args.seconds, ctl))
     await asyncio.sleep(args.seconds)
     await ctl_task
     stop.set()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
     lat = [x for s in subs for x in s["latency_ms"]]
+    worst: dict[int, float] = {}
+    for s in subs:
+        for sec, ms in s["worst"].items():
+            worst[sec] = max(worst.get(sec, 0.0), ms)
     sent = sum(s["sent"] for s in subs)
     return {
         "subscribers": args.subscribers,
@@ -133,6 +210,7 @@ async def _run(args: argparse.Namespace, target: str) -> dict[str, Any]:
         "indications_lost": sum(s["lost"] for s in subs),
         "out_of_order": sum(s["out_of_order"] for s in subs),
         "indications_per_s": round(sent / wall, 1),
+        "client_cpu_cores": round(client_cpu / wall, 3),
         "ended_by_ric": sum(1 for s in subs if s["ended_by"] == "ric"),
         "delivery_latency_ms": {
             "p50": round(pct(lat, 0.50), 3),
@@ -140,6 +218,7 @@ async def _run(args: argparse.Namespace, target: str) -> dict[str, Any]:
             "max": round(max(lat, default=float("nan")), 3),
             "mean": round(statistics.fmean(lat), 3) if lat else float("nan"),
         },
+        "worst_latency_ms_by_second": {k: round(v, 1) for k, v in sorted(worst.items())},
         "controls": len(ctl["effect_us"]),
         "control_to_effect_us": {
             "p50": round(pct(ctl["effect_us"], 0.50), 1),
@@ -167,6 +246,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=0.0,
         help="sys.setswitchinterval of the FakeNode child (0: Python's default, 5 ms)",
     )
+    ap.add_argument(
+        "--sync-server",
+        action="store_true",
+        help="serve the FakeNode with the sync gRPC server (one thread per subscriber) "
+        "instead of grpc.aio",
+    )
     ap.add_argument("--target", help="an E2 node's host:port (default: a FakeNode child)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
@@ -179,7 +264,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parent, child = ctx.Pipe()
         proc = ctx.Process(
             target=_node_process,
-            args=(child, args.subscribers + 16, args.seed, args.switch_interval_ms),
+            args=(
+                child,
+                args.subscribers + 16,
+                args.seed,
+                args.switch_interval_ms,
+                not args.sync_server,
+            ),
             daemon=True,
         )
         proc.start()
@@ -197,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res.update(
         {
             "node": "FakeNode child process" if proc is not None else target,
+            "node_server": "sync" if args.sync_server else "aio",
             "node_switch_interval_ms": args.switch_interval_ms or 5.0,
             **{f"node.{k}": v for k, v in node_stats.items()},
             "python": platform.python_version(),
@@ -214,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
         ("indications lost", f"{res['indications_lost']}"),
         ("indications per second", f"{res['indications_per_s']:.0f}"),
+        ("client: CPU (cores, whole process)", f"{res['client_cpu_cores']:.2f}"),
         (
             "delivery latency p50 / p99 / max",
             f"{d['p50']:.2f} / {d['p99']:.2f} / {d['max']:.2f} ms",
@@ -225,6 +318,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if node_stats:
         rows.append(("node: subscriptions ended (overflow)", f"{node_stats['overflows']}"))
         rows.append(("node: periods reported late", f"{node_stats['late_periods']}"))
+        rows.append(("node: CPU (cores, whole process)", f"{node_stats['cpu_cores']:.2f}"))
+        rows.append(
+            (
+                "node: gc collections / max / total pause",
+                f"{node_stats['gc_collections']} / {node_stats['gc_pause_max_ms']:.1f} / "
+                f"{node_stats['gc_pause_total_ms']:.0f} ms",
+            )
+        )
+        top = list(node_stats["thread_cpu_s"].items())[:6]
+        rows.append(("node: CPU s by thread", ", ".join(f"{k} {v:.1f}" for k, v in top)))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

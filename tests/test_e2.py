@@ -847,3 +847,45 @@ def test_the_grpcurl_bodies_of_the_docs_work(
     for call in streams:
         call.cancel()
     assert node_state.node.arbiter.policy.ai_share_cap == pytest.approx(0.3)
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+@pytest.mark.parametrize("aio", [True, False], ids=["aio", "sync"])
+def test_both_servers_stream_the_same_indications(fake: FakeNode, aio: bool) -> None:
+    """The grpc.aio server (default) and the sync one (``aio=False``) serve the same
+    stream: admission, indications spliced from one serialization per period (which
+    parse to what the fields say, with two actions of one subscription sharing the
+    measurement part), the deletion notice."""
+    with serve_e2(fake.node, aio=aio) as srv:
+        assert (srv.loop_thread is not None) == aio
+        ch = grpc.insecure_channel(srv.target)
+        st = e2_pb2_grpc.E2NodeStub(ch)
+        names = ["airan.AiBusy", "DRB.UEThpDl"]
+        req = sub_req(actions=[kpm_action(names, 1), kpm_action(names, 2)], period_ms=20)
+        r = Reader(st, req)
+        assert list(r.first.admitted.ric_actions_admitted) == [1, 2]
+        inds = r.wait_for(6)
+        for i in inds:
+            again = e2_pb2.RicIndication()
+            again.ParseFromString(i.SerializeToString())
+            assert again == i and set(i.ric_indication_message.values) == set(names)
+            assert i.ric_request_id == req.ric_request_id and i.ran_function_id == KPM
+            assert i.ric_indication_header.sender_name == fake.node.node_id
+        for action in (1, 2):
+            sns = [i.ric_indication_sn for i in inds if i.ric_action_id == action]
+            assert sns == list(range(1, len(sns) + 1))
+        one = [i for i in inds if i.ric_action_id == 1]
+        two = [i for i in inds if i.ric_action_id == 2]
+        for a, b in zip(one, two, strict=False):
+            assert a.ric_indication_header == b.ric_indication_header
+            assert a.ric_indication_message == b.ric_indication_message
+        st.DeleteSubscription(
+            e2_pb2.RicSubscriptionDeleteRequest(
+                ric_request_id=req.ric_request_id, ran_function_id=KPM
+            )
+        )
+        r.thread.join(5)
+        assert r.events[-1].HasField("deleted") and r.error is None
+        ch.close()

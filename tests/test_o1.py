@@ -504,3 +504,93 @@ def test_o1_set_needs_the_control_permission(stack: Callable[..., Stack], tmp_pa
         ("ops", "allow"),
         (None, "deny"),
     ]
+
+
+# --------------------------------------------------------------------------- E2 changes
+
+
+def test_changes_made_over_e2_are_persisted_and_restored(tmp_path: Path) -> None:
+    from airan.core.rrm import SliceQuota, Snssai
+    from airan.ric.xapp import E2Client
+    from airan.testing import FakeNode
+
+    state = tmp_path / "o1.json"
+    with FakeNode(base_config(), seed=1, o1_state=state) as fake:
+        assert fake.o1_target is not None
+        with O1Client(fake.o1_target, timeout_s=WAIT_S) as o1, E2Client(fake.e2_target) as e2:
+            o1.set("/policy/guard_us", 25.0)  # an O1 Set: revision 1, saved
+            rev = o1.revision
+            assert rev == 1 and load_state(state)[1] == 1
+            e2.rc.slice_prb_quota(
+                [SliceQuota(snssai=Snssai(sst=3), min_ratio=10, max_ratio=50, dedicated_ratio=5)]
+            )
+            e2.cosched.set_policy(ai_share_cap=0.4)
+            e2.cosched.pause_tenant("batch")
+            # each acknowledged control is on disk already, with its own revision
+            cfg, saved_rev = load_state(state)
+            assert saved_rev == rev + 3 == fake.o1.revision == fake.o1.external_changes + 1
+            assert cfg == fake.node.config
+            assert not list(tmp_path.glob(".*.tmp"))
+            # O1 sees the new revision: a Set conditional on the old one is refused
+            with pytest.raises(O1Error) as err:
+                o1.set("/policy/guard_us", 30.0, if_revision=rev)
+            assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert o1.get("/policy/ai_share_cap") == 0.4 and o1.revision == rev + 3
+            o1.set("/policy/guard_us", 30.0, if_revision=rev + 3)
+            assert load_state(state)[1] == rev + 4
+    # restart: a new node, a new O1 service on the saved file
+    node = Node.simulated(base_config(), seed=2)
+    service = O1Service(node, state, monitor=False)
+    try:
+        pol = node.config.policy
+        assert pol.ai_share_cap == 0.4 and pol.guard_us == 30.0
+        assert pol.tenants["batch"].paused and not pol.tenants["llm"].paused
+        quotas = node.config.ran.slice_quotas
+        assert [(q.snssai.sst, q.min_ratio, q.max_ratio, q.dedicated_ratio) for q in quotas] == [
+            (3, 10, 50, 5)
+        ]
+        assert service.revision == rev + 4 and service.restore_error is None
+    finally:
+        service.close()
+
+
+def test_a_change_that_cannot_be_saved_stays_applied_and_raises_an_alarm(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "dir" / "o1.json"
+    node = Node.simulated(base_config(), seed=1)
+    service = O1Service(node, state, monitor=False)
+    try:
+        state.parent.write_text("not a directory")  # every write now fails
+        node.set_policy(node.config.policy.model_copy(update={"guard_us": 24.0}))
+        assert node.config.policy.guard_us == 24.0  # applied all the same
+        assert service.is_active("configPersistFailed") and service.persist_failures == 1
+        alarm = service.active_alarms()[0].fault_fields
+        assert alarm.alarm_condition == "configPersistFailed"
+        assert alarm.alarm_additional_information["changed"] == "/policy/guard_us"
+        state.parent.unlink()
+        node.set_policy(node.config.policy.model_copy(update={"guard_us": 26.0}))
+        assert not service.is_active("configPersistFailed")
+        assert load_state(state)[0].policy.guard_us == 26.0
+        assert load_state(state)[1] == service.revision == 2
+    finally:
+        service.close()
+
+
+def test_event_streams_on_the_aio_server_of_a_fake_node() -> None:
+    from airan.testing import FakeNode
+
+    with FakeNode(base_config(), seed=1) as fake:
+        assert fake.o1_target is not None
+        with O1Client(fake.o1_target, timeout_s=WAIT_S) as o1:
+            with pytest.raises(O1Error) as err:
+                next(o1.events(["nope"]))
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "domains[0]" in err.value.message
+            got = Collector(o1, ("heartbeat",))
+            until(lambda: fake.o1.subscribers == 1, "the subscription")
+            fake.o1._heartbeat(1.0)
+            until(lambda: len(got.events) == 1, "the heartbeat")
+            assert got.events[0].heartbeat_fields.heartbeat_interval == 1
+            got.stream.cancel()
+            until(lambda: fake.o1.subscribers == 0, "the stream to end")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import grpc.aio
 import pytest
 
 from airan.core.errors import FieldError
@@ -24,7 +25,12 @@ from airan.ric.security import (
     TlsFiles,
     hash_token,
 )
-from airan.ric.server import ServiceRegistration, build_server
+from airan.ric.server import (
+    EventLoopThread,
+    ServiceRegistration,
+    build_aio_server,
+    build_server,
+)
 
 TIMEOUT = 5.0
 READ_TOKEN = "read-token-0123456789abcdef"
@@ -137,20 +143,41 @@ def write_access(directory: Path) -> Path:
 Serve = Callable[[ServerSecurity | None], tuple[int, EchoO1]]
 
 
-@pytest.fixture
-def serve() -> Iterator[Serve]:
+@pytest.fixture(params=["sync", "aio"])
+def serve(request: pytest.FixtureRequest) -> Iterator[Serve]:
+    """Start a server with the security given: a sync ``grpc.Server``, or a
+    ``grpc.aio`` server on an event-loop thread (the same checks must hold)."""
     servers: list[grpc.Server] = []
+    loops: list[tuple[EventLoopThread, grpc.aio.Server]] = []
 
     def start(security: ServerSecurity | None) -> tuple[int, EchoO1]:
         servicer = EchoO1()
-        server, port = build_server(0, security, [registration(servicer)], max_workers=4)
-        server.start()
-        servers.append(server)
+        if request.param == "sync":
+            server, port = build_server(0, security, [registration(servicer)], max_workers=4)
+            server.start()
+            servers.append(server)
+            return port, servicer
+        lt = EventLoopThread("test-aio")
+
+        async def go() -> tuple[grpc.aio.Server, int]:
+            srv, bound = await build_aio_server(0, security, [registration(servicer)])
+            await srv.start()
+            return srv, bound
+
+        try:
+            aserver, port = lt.run(go(), TIMEOUT)
+        except BaseException:
+            lt.stop()
+            raise
+        loops.append((lt, aserver))
         return port, servicer
 
     yield start
     for s in servers:
         s.stop(None)
+    for lt, a in loops:
+        lt.run(a.stop(None), TIMEOUT)
+        lt.stop()
 
 
 def _code(call: object) -> grpc.StatusCode:

@@ -27,10 +27,17 @@ delivers what is queued, then a :class:`RicSubscriptionDeleteNotice` with cause
 ``ricRequest/function-resource-limit`` and the last sequence number sent per action
 (E2AP §8.2.4 "RIC Subscription Delete Required"), so no indication is ever dropped
 unnoticed. ``E2Agent.overflows`` counts such endings.
+
+Serving (:func:`serve_e2`): by default a ``grpc.aio`` server on one event-loop thread;
+the reporting timers run on the same loop, and each indication is built by splicing
+bytes — the header and message serialized once per period for all subscriptions that
+share them, preceded by the indication's own fields — so the per-indication cost is a
+few byte joins plus gRPC's send. ``aio=False`` serves the same with a sync server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import json
@@ -38,7 +45,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,7 +58,12 @@ from airan.core.policy import Policy, TenantPolicy
 from airan.core.rrm import SliceQuota, Snssai, check_quotas
 from airan.e2.v1 import e2_pb2, e2_pb2_grpc
 from airan.ric.security import Permission, ServerSecurity
-from airan.ric.server import ServiceRegistration, build_server
+from airan.ric.server import (
+    EventLoopThread,
+    ServiceRegistration,
+    build_aio_server,
+    build_server,
+)
 
 if TYPE_CHECKING:
     from airan.node import Measurements, Node, NodeSnapshot
@@ -792,6 +805,31 @@ class CoschedFunction(RanFunctionBase):
 # ----------------------------------------------------------------------------- subscriptions
 
 _Key = tuple[int, int]
+#: a queued stream message: an event, or an indication event already serialized
+_Event = e2_pb2.RicSubscriptionEvent | bytes
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+#: tag of RicIndication.ric_indication_sn (field 4, varint)
+_SN_TAG = b"\x20"
+#: tag of RicSubscriptionEvent.indication (field 2, length-delimited)
+_INDICATION_TAG = b"\x12"
+
+
+def _serialize_event(ev: _Event) -> bytes:
+    """The Subscribe stream's serializer: events, or bytes serialized already."""
+    if isinstance(ev, bytes):
+        return ev
+    out: bytes = ev.SerializeToString()
+    return out
 
 
 def _key(rid: e2_pb2.RicRequestId) -> _Key:
@@ -815,12 +853,21 @@ class _Subscription:
     due_ns: int = 0
     sent: int = 0
     sn: dict[int, int] = field(default_factory=dict)
-    items: deque[e2_pb2.RicSubscriptionEvent] = field(default_factory=deque)
+    items: deque[_Event] = field(default_factory=deque)
     cond: threading.Condition = field(default_factory=threading.Condition)
     done: bool = False  # nothing more will be queued
     cancelled: bool = False  # the subscriber went away
+    #: called (outside the lock) whenever something was queued or the subscription
+    #: ended: the asyncio stream's wake-up (the sync stream waits on ``cond``)
+    notify: Callable[[], None] | None = None
+    #: per action: the serialized constant fields of its indications
+    prefix: dict[int, bytes] = field(default_factory=dict)
 
-    def put_many(self, events: Sequence[e2_pb2.RicSubscriptionEvent]) -> bool:
+    def _wake(self) -> None:
+        if self.notify is not None:
+            self.notify()
+
+    def put_many(self, events: Sequence[_Event]) -> bool:
         """Queue ``events``; ``False`` (nothing queued) if that would exceed the bound."""
         with self.cond:
             if self.done:
@@ -829,7 +876,8 @@ class _Subscription:
                 return False
             self.items.extend(events)
             self.cond.notify()
-            return True
+        self._wake()
+        return True
 
     def end(self, ended_by: int, cause: E2Cause, reason: str) -> bool:
         """Queue the deletion notice (after everything queued); ``False`` if already ended."""
@@ -847,18 +895,27 @@ class _Subscription:
             )
             self.items.append(e2_pb2.RicSubscriptionEvent(deleted=notice))
             self.cond.notify()
-            return True
+        self._wake()
+        return True
 
     def cancel(self) -> None:
         with self.cond:
             self.cancelled = True
             self.done = True
             self.cond.notify()
+        self._wake()
 
-    def get(self, timeout_s: float) -> e2_pb2.RicSubscriptionEvent | None:
+    def get(self, timeout_s: float) -> _Event | None:
         with self.cond:
             if not self.items and not self.cancelled:
                 self.cond.wait(timeout_s)
+            if self.cancelled or not self.items:
+                return None
+            return self.items.popleft()
+
+    def pop(self) -> _Event | None:
+        """The next queued event, without waiting (``None``: none, or cancelled)."""
+        with self.cond:
             if self.cancelled or not self.items:
                 return None
             return self.items.popleft()
@@ -878,35 +935,86 @@ class _Subscription:
         )
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 class _Timers:
-    """The subscriptions' periodic timers: a heap of due times served by one thread.
+    """The subscriptions' periodic timers: a heap of due times, served by one thread or,
+    with ``loop``, by callbacks on that asyncio event loop (the loop the ``grpc.aio``
+    server streams from: an indication then goes from the counters to the stream
+    without a thread hand-off).
 
     Periods are aligned to multiples of the period (on ``perf_counter_ns``), so
-    subscriptions with equal periods fall due together and share one counter snapshot.
-    The thread never blocks on a subscriber (queues are bounded and non-blocking).
+    subscriptions with equal periods fall due together and share one counter snapshot
+    and one serialized measurement part. The timer never blocks on a subscriber (queues
+    are bounded and non-blocking).
     """
 
-    def __init__(self, agent: E2Agent) -> None:
+    def __init__(self, agent: E2Agent, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.agent = agent
         self.heap: list[tuple[int, int, _Subscription]] = []
         self.cond = threading.Condition()
         self.counter = itertools.count()
         self.closed = False
         self.late = 0  # periods reported more than one period late (covered, not lost)
-        self.thread = threading.Thread(target=self._run, name="airan-e2-timers", daemon=True)
-        self.thread.start()
+        self.loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self.thread: threading.Thread | None = None
+        if loop is None:
+            self.thread = threading.Thread(target=self._run, name="airan-e2-timers", daemon=True)
+            self.thread.start()
 
     def add(self, sub: _Subscription) -> None:
         with self.cond:
             heapq.heappush(self.heap, (sub.due_ns, next(self.counter), sub))
             self.cond.notify()
+        if self.loop is not None:
+            self._soon(self._arm)
+
+    def _soon(self, fn: Callable[[], None]) -> None:
+        assert self.loop is not None
+        if _on_loop(self.loop):
+            fn()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn)
 
     def close(self) -> None:
         with self.cond:
             self.closed = True
             self.cond.notify()
-        self.thread.join(5.0)
+        if self.thread is not None:
+            self.thread.join(5.0)
+        if self.loop is not None:
+            self._soon(self._disarm)
 
+    # -- on an event loop ------------------------------------------------------------
+    def _disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self) -> None:
+        assert self.loop is not None
+        self._disarm()
+        with self.cond:
+            if self.closed or not self.heap:
+                return
+            top = self.heap[0][0]
+        delay = (top - time.perf_counter_ns()) / 1e9
+        self._handle = self.loop.call_later(max(0.0, delay), self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        due = self._pop_due()
+        if due:
+            self._serve(due)
+        self._arm()
+
+    # -- in a thread -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self.cond:
@@ -918,65 +1026,83 @@ class _Timers:
                     self.cond.wait(wait)
                 if self.closed:
                     return
-                due: list[_Subscription] = []
-                now = time.perf_counter_ns()
-                while self.heap and self.heap[0][0] <= now:
-                    due.append(heapq.heappop(self.heap)[2])
-            due = [s for s in due if not s.done]
-            if not due:
-                continue
-            try:
-                self._report(due)
-            except Exception:  # never let one bad period kill every subscription
-                log.exception("E2 reporting failed")
-            with self.cond:
-                now = time.perf_counter_ns()
-                for sub in due:
-                    if sub.done:
-                        continue
-                    nxt = sub.due_ns + sub.period_ns
-                    if nxt <= now:
-                        self.late += 1
-                        nxt = (now // sub.period_ns + 1) * sub.period_ns
-                    sub.due_ns = nxt
-                    heapq.heappush(self.heap, (nxt, next(self.counter), sub))
+            due = self._pop_due()
+            if due:
+                self._serve(due)
+
+    # -- either ----------------------------------------------------------------------
+    def _pop_due(self) -> list[_Subscription]:
+        due: list[_Subscription] = []
+        with self.cond:
+            if self.closed:
+                return due
+            now = time.perf_counter_ns()
+            while self.heap and self.heap[0][0] <= now:
+                due.append(heapq.heappop(self.heap)[2])
+        return [s for s in due if not s.done]
+
+    def _serve(self, due: list[_Subscription]) -> None:
+        try:
+            self._report(due)
+        except Exception:  # never let one bad period kill every subscription
+            log.exception("E2 reporting failed")
+        with self.cond:
+            now = time.perf_counter_ns()
+            for sub in due:
+                if sub.done:
+                    continue
+                nxt = sub.due_ns + sub.period_ns
+                if nxt <= now:
+                    self.late += 1
+                    nxt = (now // sub.period_ns + 1) * sub.period_ns
+                sub.due_ns = nxt
+                heapq.heappush(self.heap, (nxt, next(self.counter), sub))
 
     def _report(self, due: list[_Subscription]) -> None:
+        """One indication per action of every due subscription, serialized: the part
+        shared by subscriptions of the same period and measurements (header + message)
+        once, then per indication only its own fields (request ID, action, SN) spliced
+        in front — a protobuf message may be the concatenation of its fields."""
         node = self.agent.node
         cur = node.snapshot()
         cur_unix = time.time_ns()
         cache: dict[int, Measurements] = {}
+        shared: dict[tuple[Any, ...], bytes] = {}
         for sub in due:
             meas = cache.get(id(sub.prev))
             if meas is None:
                 meas = cache[id(sub.prev)] = node.measurements(sub.prev, cur)
-            header = e2_pb2.KpmIndicationHeader(
-                collet_start_time_ns=sub.prev_unix_ns,
-                collet_end_time_ns=cur_unix,
-                granularity_period_ms=sub.period_ns // 1_000_000,
-                file_format_version="1.0",
-                sender_name=node.node_id,
-                sender_type="gNB-DU",
-                vendor_name="airan",
-            )
-            events = []
+            events: list[_Event] = []
             sns = {}
             for act in sub.actions:
+                key: tuple[Any, ...] = (id(sub.prev), sub.prev_unix_ns, sub.period_ns)
+                key += (act.style, act.names, act.ue_ids)
+                part = shared.get(key)
+                if part is None:
+                    header = e2_pb2.KpmIndicationHeader(
+                        collet_start_time_ns=sub.prev_unix_ns,
+                        collet_end_time_ns=cur_unix,
+                        granularity_period_ms=sub.period_ns // 1_000_000,
+                        file_format_version="1.0",
+                        sender_name=node.node_id,
+                        sender_type="gNB-DU",
+                        vendor_name="airan",
+                    )
+                    part = shared[key] = e2_pb2.RicIndication(
+                        ric_indication_header=header, ric_indication_message=act.message(meas)
+                    ).SerializeToString()
+                prefix = sub.prefix.get(act.action_id)
+                if prefix is None:
+                    prefix = sub.prefix[act.action_id] = e2_pb2.RicIndication(
+                        ric_request_id=sub.request.ric_request_id,
+                        ran_function_id=sub.request.ran_function_id,
+                        ric_action_id=act.action_id,
+                        ric_indication_type=e2_pb2.RIC_INDICATION_TYPE_REPORT,
+                    ).SerializeToString()
                 sn = sub.sn.get(act.action_id, 0) + 1
                 sns[act.action_id] = sn
-                events.append(
-                    e2_pb2.RicSubscriptionEvent(
-                        indication=e2_pb2.RicIndication(
-                            ric_request_id=sub.request.ric_request_id,
-                            ran_function_id=sub.request.ran_function_id,
-                            ric_action_id=act.action_id,
-                            ric_indication_sn=sn,
-                            ric_indication_type=e2_pb2.RIC_INDICATION_TYPE_REPORT,
-                            ric_indication_header=header,
-                            ric_indication_message=act.message(meas),
-                        )
-                    )
-                )
+                body = b"".join((prefix, _SN_TAG, _varint(sn), part))
+                events.append(b"".join((_INDICATION_TAG, _varint(len(body)), body)))
             sub.prev, sub.prev_unix_ns = cur, cur_unix
             if sub.put_many(events):
                 sub.sn.update(sns)
@@ -998,7 +1124,9 @@ class E2Agent:
 
     ``max_subscriptions``: admitted subscriptions at most (more ⇒ RESOURCE_EXHAUSTED,
     ``ricRequest/function-resource-limit``); ``max_queue``: indications queued per
-    subscription before the node ends it (see the module doc).
+    subscription before the node ends it (see the module doc). ``loop``: the asyncio
+    event loop of the ``grpc.aio`` server that will serve it (:meth:`aio_servicer`); the
+    reporting timers then run on that loop instead of a thread of their own.
     """
 
     def __init__(
@@ -1011,6 +1139,7 @@ class E2Agent:
         max_queue: int = 1024,
         control_timeout_s: float = 5.0,
         functions: Sequence[RanFunctionBase] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if not 1 <= max_subscriptions <= 100_000:
             raise FieldError("max_subscriptions", f"must be 1..100000, got {max_subscriptions}")
@@ -1042,7 +1171,8 @@ class E2Agent:
         self._subs: dict[_Key, _Subscription] = {}
         self._closed = False
         self.overflows = 0  # subscriptions ended because the subscriber fell behind
-        self._timers = _Timers(self)
+        self.loop = loop
+        self._timers = _Timers(self, loop)
 
     # -- lookup ----------------------------------------------------------------------
     def function(self, ran_function_id: int, field: str = "ran_function_id") -> RanFunctionBase:
@@ -1267,9 +1397,10 @@ class E2Agent:
 
     def stream(
         self, sub: _Subscription, first: e2_pb2.RicSubscriptionEvent, is_active: Callable[[], bool]
-    ) -> Iterator[e2_pb2.RicSubscriptionEvent]:
-        """The events of one subscription: ``first``, then what the timers queue, ending
-        after a deletion notice (or when ``is_active`` turns false)."""
+    ) -> Iterator[_Event]:
+        """The events of one subscription (for a sync server): ``first``, then what the
+        timers queue, ending after a deletion notice (or when ``is_active`` turns false).
+        Indications come serialized already (``bytes``; see :func:`_serialize_event`)."""
         try:
             yield first
             while True:
@@ -1279,9 +1410,45 @@ class E2Agent:
                         return
                     continue
                 yield ev
-                if ev.HasField("deleted"):
+                if not isinstance(ev, bytes) and ev.HasField("deleted"):
                     return
         finally:
+            self._release(sub)
+
+    async def astream(
+        self, sub: _Subscription, first: e2_pb2.RicSubscriptionEvent
+    ) -> AsyncIterator[_Event]:
+        """:meth:`stream` for a ``grpc.aio`` server on :attr:`loop`: waits on an
+        :class:`asyncio.Event` the producers set (no thread, no polling)."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def notify() -> None:
+            if _on_loop(loop):
+                wake.set()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(wake.set)
+
+        sub.notify = notify
+        try:
+            yield first
+            while True:
+                ev = sub.pop()
+                if ev is None:
+                    if sub.cancelled:
+                        return
+                    wake.clear()
+                    ev = sub.pop()  # queued between the pop and the clear
+                    if ev is None:
+                        if sub.cancelled:
+                            return
+                        await wake.wait()
+                        continue
+                yield ev
+                if not isinstance(ev, bytes) and ev.HasField("deleted"):
+                    return
+        finally:
+            sub.notify = None
             self._release(sub)
 
     # -- control -------------------------------------------------------------------------
@@ -1315,16 +1482,26 @@ class E2Agent:
 
     # -- gRPC --------------------------------------------------------------------------
     def servicer(self) -> e2_pb2_grpc.E2NodeServicer:
+        """The servicer for a sync ``grpc.Server`` (one thread per open subscription)."""
         return _Servicer(self)
 
-    def registration(self) -> ServiceRegistration:
-        """For :func:`airan.ric.server.build_server`: ``Control`` needs the ``control``
+    def aio_servicer(self, executor: futures.Executor | None = None) -> _AioServicer:
+        """The servicer for a ``grpc.aio`` server; ``Control`` (which waits for the
+        arbiter) runs in ``executor`` (``None``: the loop's default executor)."""
+        return _AioServicer(self, executor)
+
+    def registration(self, executor: futures.Executor | None = None) -> ServiceRegistration:
+        """For :func:`airan.ric.server.build_server` and
+        :func:`~airan.ric.server.build_aio_server`: ``Control`` needs the ``control``
         permission; ``GetSetup``, ``Subscribe``, ``DeleteSubscription`` and
-        ``ListSubscriptions`` need ``read``."""
+        ``ListSubscriptions`` need ``read``. The stream's indications are serialized by
+        the timers (once per period for what subscribers share)."""
         servicer = self.servicer()
+        aio = self.aio_servicer(executor)
         return ServiceRegistration(
             service=E2_SERVICE,
-            add_to_server=lambda s: e2_pb2_grpc.add_E2NodeServicer_to_server(servicer, s),
+            add_to_server=lambda s: _add_handlers(servicer, s),
+            add_to_aio_server=lambda s: _add_handlers(aio, s),
             permissions={
                 "Control": Permission.CONTROL,
                 "GetSetup": Permission.READ,
@@ -1365,9 +1542,10 @@ class _Servicer(e2_pb2_grpc.E2NodeServicer):
         )
         return r
 
-    def Subscribe(
+    def Subscribe(  # type: ignore[override]
         self, request: e2_pb2.RicSubscriptionRequest, context: grpc.ServicerContext
-    ) -> Iterator[e2_pb2.RicSubscriptionEvent]:
+    ) -> Iterator[_Event]:
+        # serialized indications pass through (_serialize_event)
         sub, response = _guard(context, lambda: self.agent.subscribe(request, context.peer()))
         context.add_callback(sub.cancel)
         yield from self.agent.stream(
@@ -1394,17 +1572,144 @@ class _Servicer(e2_pb2_grpc.E2NodeServicer):
         return e2_pb2.ListSubscriptionsResponse(subscriptions=self.agent.subscriptions())
 
 
+async def _aguard(
+    context: grpc.aio.ServicerContext[Any, Any],
+    fn: Callable[[], Any],
+    offload: bool = False,
+    executor: futures.Executor | None = None,
+) -> Any:
+    """:func:`_guard` for the asyncio servicer; with ``offload`` ``fn`` runs in
+    ``executor`` (``None``: the loop's default one), off the event loop."""
+    refusal: E2Refusal
+    try:
+        if not offload:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+    except E2Refusal as r:
+        refusal = r
+    except FieldError as exc:
+        refusal = E2Refusal.from_field_error(exc, RIC_REQUEST_UNSPECIFIED)
+    except Exception as exc:
+        log.exception("E2 request failed")
+        refusal = E2Refusal(
+            grpc.StatusCode.INTERNAL, MISC_UNSPECIFIED, "", f"{type(exc).__name__}: {exc}"
+        )
+    context.set_trailing_metadata(refusal.trailers())
+    await context.abort(refusal.code, refusal.message)
+    raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+
+class _AioServicer:
+    """The E2 service on a ``grpc.aio`` server: coroutines on the agent's loop."""
+
+    def __init__(self, agent: E2Agent, executor: futures.Executor | None) -> None:
+        self.agent = agent
+        self.executor = executor
+
+    async def GetSetup(
+        self, request: e2_pb2.GetSetupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> e2_pb2.GetSetupResponse:
+        r: e2_pb2.GetSetupResponse = await _aguard(
+            context, lambda: self.agent.setup(list(request.ran_function_oids))
+        )
+        return r
+
+    async def Subscribe(
+        self, request: e2_pb2.RicSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[_Event]:
+        peer = context.peer()
+        sub, response = await _aguard(context, lambda: self.agent.subscribe(request, peer))
+        context.add_done_callback(lambda _: sub.cancel())  # type: ignore[arg-type]
+        async for ev in self.agent.astream(sub, e2_pb2.RicSubscriptionEvent(admitted=response)):
+            yield ev
+
+    async def DeleteSubscription(
+        self,
+        request: e2_pb2.RicSubscriptionDeleteRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> e2_pb2.RicSubscriptionDeleteResponse:
+        peer = context.peer()
+        await _aguard(context, lambda: self.agent.delete(request, peer))
+        return e2_pb2.RicSubscriptionDeleteResponse(
+            ric_request_id=request.ric_request_id, ran_function_id=request.ran_function_id
+        )
+
+    async def Control(
+        self, request: e2_pb2.RicControlRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> e2_pb2.RicControlAcknowledge:
+        # the arbiter applies it at its next decision: wait for that off the loop
+        r: e2_pb2.RicControlAcknowledge = await _aguard(
+            context,
+            lambda: self.agent.control(request),
+            offload=True,
+            executor=self.executor,
+        )
+        return r
+
+    async def ListSubscriptions(
+        self, request: e2_pb2.ListSubscriptionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> e2_pb2.ListSubscriptionsResponse:
+        return e2_pb2.ListSubscriptionsResponse(subscriptions=self.agent.subscriptions())
+
+
+def _add_handlers(servicer: Any, server: Any) -> None:
+    """Register ``servicer`` (:class:`_Servicer` or :class:`_AioServicer`) as
+    ``airan.e2.v1.E2Node`` — as the generated ``add_E2NodeServicer_to_server``, except
+    that the Subscribe stream passes serialized indications through."""
+    u = grpc.unary_unary_rpc_method_handler
+    handlers = {
+        "GetSetup": u(
+            servicer.GetSetup,
+            request_deserializer=e2_pb2.GetSetupRequest.FromString,
+            response_serializer=e2_pb2.GetSetupResponse.SerializeToString,
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            servicer.Subscribe,
+            request_deserializer=e2_pb2.RicSubscriptionRequest.FromString,
+            response_serializer=_serialize_event,
+        ),
+        "DeleteSubscription": u(
+            servicer.DeleteSubscription,
+            request_deserializer=e2_pb2.RicSubscriptionDeleteRequest.FromString,
+            response_serializer=e2_pb2.RicSubscriptionDeleteResponse.SerializeToString,
+        ),
+        "Control": u(
+            servicer.Control,
+            request_deserializer=e2_pb2.RicControlRequest.FromString,
+            response_serializer=e2_pb2.RicControlAcknowledge.SerializeToString,
+        ),
+        "ListSubscriptions": u(
+            servicer.ListSubscriptions,
+            request_deserializer=e2_pb2.ListSubscriptionsRequest.FromString,
+            response_serializer=e2_pb2.ListSubscriptionsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(E2_SERVICE, handlers),))
+    server.add_registered_method_handlers(E2_SERVICE, handlers)
+
+
 # ----------------------------------------------------------------------------- hosting
 
 
 class E2Server:
-    """A running E2 agent on a gRPC port (see :func:`serve_e2`)."""
+    """A running E2 agent on a gRPC port (see :func:`serve_e2`): a ``grpc.aio`` server
+    on its own event-loop thread (``loop_thread``), or a sync ``grpc.Server``."""
 
-    def __init__(self, agent: E2Agent, server: grpc.Server, host: str, port: int) -> None:
+    def __init__(
+        self,
+        agent: E2Agent,
+        server: grpc.Server | grpc.aio.Server,
+        host: str,
+        port: int,
+        loop_thread: EventLoopThread | None = None,
+        executor: futures.ThreadPoolExecutor | None = None,
+    ) -> None:
         self.agent = agent
         self.server = server
         self.host = host
         self.port = port
+        self.loop_thread = loop_thread
+        self._executor = executor
 
     @property
     def target(self) -> str:
@@ -1413,7 +1718,19 @@ class E2Server:
     def stop(self, grace_s: float = 2.0) -> None:
         """Deletion notices to every subscriber, then stop the server."""
         self.agent.close(grace_s)
-        self.server.stop(grace_s).wait()
+        if self.loop_thread is None:
+            assert isinstance(self.server, grpc.Server)
+            self.server.stop(grace_s).wait()
+        else:
+            server = self.server
+            assert isinstance(server, grpc.aio.Server)
+            if not self.loop_thread.loop.is_closed():
+                try:
+                    self.loop_thread.run(server.stop(grace_s), grace_s + 5.0)
+                finally:
+                    self.loop_thread.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> E2Server:
         return self
@@ -1428,23 +1745,52 @@ def serve_e2(
     security: ServerSecurity | None = None,
     host: str = "127.0.0.1",
     extra_services: Sequence[ServiceRegistration] = (),
+    *,
+    aio: bool = True,
     **agent_kwargs: Any,
 ) -> E2Server:
     """Start an :class:`E2Agent` for ``node`` on ``host:port`` (``0``: any free port),
     with ``security`` (TLS, tokens, permissions) and any ``extra_services`` (O1) on the
-    same port. Each open subscription holds one server thread, so the pool is sized
-    ``max_subscriptions + 16``."""
-    agent = E2Agent(node, **agent_kwargs)
+    same port.
+
+    ``aio=True`` (default): a ``grpc.aio`` server on one event-loop thread
+    (``airan-e2-aio``) serves every call, and the reporting timers run on that loop; only
+    ``Control`` (which waits for the arbiter) and services without an asyncio servicer
+    use a few pool threads. ``aio=False``: a sync ``grpc.Server`` where each open
+    subscription holds one server thread (the pool is sized ``max_subscriptions + 16``).
+    """
+    if not aio:
+        agent = E2Agent(node, **agent_kwargs)
+        try:
+            server, bound = build_server(
+                port,
+                security,
+                [agent.registration(), *extra_services],
+                host=host,
+                max_workers=agent.limits.max_subscriptions + 16,
+            )
+            server.start()
+        except BaseException:
+            agent.close(0.0)
+            raise
+        return E2Server(agent, server, host, bound)
+    lt = EventLoopThread("airan-e2-aio")
+    executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="airan-e2-control")
+    aagent: E2Agent | None = None
     try:
-        server, bound = build_server(
-            port,
-            security,
-            [agent.registration(), *extra_services],
-            host=host,
-            max_workers=agent.limits.max_subscriptions + 16,
-        )
-        server.start()
+        aagent = E2Agent(node, loop=lt.loop, **agent_kwargs)
+        services = [aagent.registration(executor), *extra_services]
+
+        async def start() -> tuple[grpc.aio.Server, int]:
+            srv, bound = await build_aio_server(port, security, services, host=host)
+            await srv.start()
+            return srv, bound
+
+        aserver, abound = lt.run(start(), 30.0)
     except BaseException:
-        agent.close(0.0)
+        if aagent is not None:
+            aagent.close(0.0)
+        lt.stop()
+        executor.shutdown(wait=False)
         raise
-    return E2Server(agent, server, host, bound)
+    return E2Server(aagent, aserver, host, abound, lt, executor)

@@ -14,7 +14,8 @@
 * **Alarms** (3GPP TS 28.532 §11.2 fault supervision: alarm list, new/cleared alarm
   notifications): a monitor thread polls :meth:`Node.health` and raises / clears the
   alarms ``deadlineMissRatio``, ``executorFault``, ``aiFault``, ``l2Silence``,
-  ``configRestoreFailed``; ``ListActiveAlarms`` returns the active ones. A clear is the
+  ``configRestoreFailed``, ``configPersistFailed``; ``ListActiveAlarms`` returns the
+  active ones. A clear is the
   raise's fault event again (same eventId, next sequence) with severity ``NORMAL``.
 
 Paths are JSON Pointers (RFC 6901): ``/`` the whole tree, ``/policy/guard_us``,
@@ -24,6 +25,7 @@ Paths are JSON Pointers (RFC 6901): ``/`` the whole tree, ``/policy/guard_us``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
@@ -34,7 +36,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,13 +406,26 @@ def _num(v: float) -> str:
 
 
 class _Subscriber:
-    __slots__ = ("closed", "domains", "overflowed", "q")
+    __slots__ = ("closed", "domains", "overflowed", "q", "wake")
 
-    def __init__(self, domains: frozenset[str], max_queue: int) -> None:
+    def __init__(
+        self,
+        domains: frozenset[str],
+        max_queue: int,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         self.domains = domains
         self.q: queue.Queue[o1_pb2.VesEvent] = queue.Queue(maxsize=max_queue)
         self.overflowed = False
         self.closed = False
+        #: called when an event was queued, or the subscriber was dropped or closed
+        self.wake = wake
+
+    def notify(self) -> None:
+        if self.wake is not None:
+            # RuntimeError: the asyncio loop of the stream is closed, the stream is gone
+            with contextlib.suppress(RuntimeError):
+                self.wake()
 
 
 # =========================================================================== the service
@@ -422,7 +437,9 @@ class O1Service(o1_pb2_grpc.O1Servicer):
     ``state_path``: where the configuration is persisted (``None``: not persisted); at
     construction a saved configuration is applied to the node — if it is unreadable or
     invalid, the node keeps its configuration and the ``configRestoreFailed`` alarm is
-    raised (cleared by the next successful Set, which rewrites the file).
+    raised (cleared by the next successful Set, which rewrites the file). Changes made
+    outside its Set (E2 control, :meth:`Node.set_policy`, ...) bump :attr:`revision` and
+    are persisted too (:meth:`_on_config_change`), so a restart restores them.
     ``measurement_s``: period of measurement events (0: none). ``max_queue``: events a
     subscriber may fall behind before its stream is closed with RESOURCE_EXHAUSTED.
     ``poll_s``: how often the alarm monitor polls the node. ``monitor``: start the
@@ -459,6 +476,13 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         self.subscribers_dropped = 0
         self.events_published = 0
         self._set_lock = threading.Lock()  # one Set at a time
+        # the revision and the state file; never held while waiting for the node's lock
+        self._persist_lock = threading.Lock()
+        self._own_thread: int | None = None  # the thread applying an O1 Set
+        #: configuration changes made outside O1 Set (E2 control, the node's API) seen
+        self.external_changes = 0
+        #: persist failures of such changes (the configPersistFailed alarm is raised)
+        self.persist_failures = 0
         self._lock = threading.Lock()  # subscribers, alarms, sequences
         self._subs: list[_Subscriber] = []
         self._alarms: dict[str, Alarm] = {}
@@ -474,6 +498,7 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         self._last_meas_ns = self._last_hb_ns
         self._meas_snap: NodeSnapshot | None = None
         self._restore()
+        node.add_config_listener(self._on_config_change)
         self._thread: threading.Thread | None = None
         if monitor:
             self._thread = threading.Thread(target=self._monitor, name="airan-o1", daemon=True)
@@ -484,8 +509,42 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         """This service for :func:`airan.ric.server.build_server` (``Set`` needs
         ``control``)."""
         return ServiceRegistration(
-            O1_SERVICE, lambda s: o1_pb2_grpc.add_O1Servicer_to_server(self, s), O1_PERMISSIONS
+            O1_SERVICE,
+            lambda s: o1_pb2_grpc.add_O1Servicer_to_server(self, s),
+            O1_PERMISSIONS,
+            add_to_aio_server=self._add_to_aio_server,
         )
+
+    def _add_to_aio_server(self, server: grpc.aio.Server) -> None:
+        """On a ``grpc.aio`` server: ``SubscribeEvents`` is a coroutine on the loop; the
+        unary methods stay sync (they run in the server's migration thread pool: ``Set``
+        waits for the arbiter)."""
+        handlers = {
+            "Get": grpc.unary_unary_rpc_method_handler(
+                self.Get,
+                request_deserializer=o1_pb2.GetRequest.FromString,
+                response_serializer=o1_pb2.GetResponse.SerializeToString,
+            ),
+            "Set": grpc.unary_unary_rpc_method_handler(
+                self.Set,
+                request_deserializer=o1_pb2.SetRequest.FromString,
+                response_serializer=o1_pb2.SetResponse.SerializeToString,
+            ),
+            "SubscribeEvents": grpc.unary_stream_rpc_method_handler(
+                self._aio_subscribe_events,
+                request_deserializer=o1_pb2.SubscribeEventsRequest.FromString,
+                response_serializer=o1_pb2.VesEvent.SerializeToString,
+            ),
+            "ListActiveAlarms": grpc.unary_unary_rpc_method_handler(
+                self.ListActiveAlarms,
+                request_deserializer=o1_pb2.ListActiveAlarmsRequest.FromString,
+                response_serializer=o1_pb2.ListActiveAlarmsResponse.SerializeToString,
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(O1_SERVICE, handlers),)
+        )
+        server.add_registered_method_handlers(O1_SERVICE, handlers)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Stop the monitor and end every event stream (cleanly)."""
@@ -494,9 +553,12 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             self._thread.join(5.0)
             self._thread = None
         with self._lock:
-            for sub in self._subs:
+            subs = list(self._subs)
+            for sub in subs:
                 sub.closed = True
             self._subs.clear()
+        for sub in subs:
+            sub.notify()
 
     def __enter__(self) -> O1Service:
         return self
@@ -564,16 +626,18 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             _diff(old_tree, new_tree, [], changed)
             if not changed:
                 return SetResult(self.revision, (), ())
-            tmp = None
+            tmp: Path | None = None
+            rev0 = self.revision
             if self.state_path is not None:
                 try:
-                    tmp = _write_temp(self.state_path, new, self.revision + 1)
+                    tmp = _write_temp(self.state_path, new, rev0 + 1)
                 except OSError as exc:
                     raise _ApplyFailed(
                         f"cannot persist the configuration to {self.state_path}: {exc}; "
                         "nothing applied"
                     ) from None
             try:
+                self._own_thread = threading.get_ident()
                 restart = self.node.apply_config(new)
             except FieldError as exc:
                 _unlink(tmp)
@@ -584,23 +648,100 @@ class O1Service(o1_pb2_grpc.O1Servicer):
                     f"the node could not apply it ({type(exc).__name__}: {exc}); "
                     "configuration unchanged"
                 ) from None
-            if tmp is not None and self.state_path is not None:
+            finally:
+                self._own_thread = None
+            failed: OSError | None = None
+            with self._persist_lock:
+                if tmp is not None and self.state_path is not None:
+                    try:
+                        cur = self.node.config
+                        if cur != new:  # changed since (E2): save what is in force now
+                            _unlink(tmp)
+                            tmp = None
+                            tmp = _write_temp(self.state_path, cur, self.revision + 1)
+                        elif self.revision != rev0:  # an E2 change saved in between
+                            _unlink(tmp)
+                            tmp = None
+                            tmp = _write_temp(self.state_path, new, self.revision + 1)
+                        _commit(tmp, self.state_path)
+                    except OSError as exc:
+                        _unlink(tmp)
+                        failed = exc
+                if failed is None:
+                    self.revision += 1
+            if failed is not None:  # outside the persist lock: the node's lock comes next
                 try:
-                    _commit(tmp, self.state_path)
-                except OSError as exc:
-                    _unlink(tmp)
+                    self._own_thread = threading.get_ident()
                     self.node.apply_config(old)
-                    raise _ApplyFailed(
-                        f"cannot persist the configuration to {self.state_path}: {exc}; "
-                        "the node was rolled back"
-                    ) from None
-            self.revision += 1
+                finally:
+                    self._own_thread = None
+                raise _ApplyFailed(
+                    f"cannot persist the configuration to {self.state_path}: {failed}; "
+                    "the node was rolled back"
+                ) from None
             if self.restore_error is not None:
                 self.restore_error = None
                 self._clear_alarm("configRestoreFailed")
             return SetResult(
                 self.revision, tuple(changed), tuple(_dotted_to_path(d) for d in restart)
             )
+
+    def _on_config_change(self, old: NodeConfig, new: NodeConfig) -> None:
+        """Node config listener: a change not made by this service's Set (E2 control of
+        the policy, a tenant's pause, the slice quotas; the node's API) bumps the
+        revision and, with a ``state_path``, is persisted like a Set (temp file, fsync,
+        ``os.replace``), so a restart restores it. Runs under the node's configuration
+        lock, in the thread that made the change: once it returns, the change is on
+        disk. A failure to write is logged and raises the ``configPersistFailed`` alarm
+        (cleared by the next successful write); the change itself stays applied."""
+        if self._own_thread == threading.get_ident():
+            return  # our own Set (or its rollback): set() persists it
+        changed: list[str] = []
+        _diff(old.model_dump(mode="json"), new.model_dump(mode="json"), [], changed)
+        failed: str | None = None
+        with self._persist_lock:
+            self.external_changes += 1
+            self.revision += 1
+            rev = self.revision
+            if self.state_path is not None:
+                tmp: Path | None = None
+                try:
+                    tmp = _write_temp(self.state_path, new, rev)
+                    _commit(tmp, self.state_path)
+                except OSError as exc:
+                    _unlink(tmp)
+                    self.persist_failures += 1
+                    failed = f"{type(exc).__name__}: {exc}"
+        what = ", ".join(changed) or "-"
+        if self.state_path is None:
+            log.info("O1: configuration changed outside O1 (revision %d): %s", rev, what)
+            return
+        if failed is not None:
+            log.error(
+                "O1: configuration change outside O1 (revision %d: %s) not saved to %s: %s",
+                rev,
+                what,
+                self.state_path,
+                failed,
+            )
+            self._raise_alarm(
+                "configPersistFailed",
+                "MAJOR",
+                f"a configuration change made outside O1 ({what}) is applied but not saved: "
+                f"{failed}",
+                {"file": str(self.state_path), "revision": str(rev), "changed": what},
+            )
+            return
+        log.info(
+            "O1: configuration changed outside O1 (revision %d): %s; saved to %s",
+            rev,
+            what,
+            self.state_path,
+        )
+        self._clear_alarm("configPersistFailed", f"revision {rev} saved")
+        if self.restore_error is not None:
+            self.restore_error = None
+            self._clear_alarm("configRestoreFailed", f"revision {rev} saved")
 
     # -- gRPC methods ------------------------------------------------------------------
     def Get(self, request: o1_pb2.GetRequest, context: grpc.ServicerContext) -> o1_pb2.GetResponse:
@@ -666,15 +807,62 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         finally:
             self.unsubscribe(sub)
 
+    async def _aio_subscribe_events(
+        self, request: o1_pb2.SubscribeEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[o1_pb2.VesEvent]:
+        """``SubscribeEvents`` on a ``grpc.aio`` server: waits on an asyncio event the
+        publishers set, holds no thread."""
+        for i, d in enumerate(request.domains):
+            if d not in DOMAINS:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"domains[{i}]: unknown domain {d!r} (one of {', '.join(DOMAINS)})",
+                )
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def notify() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        sub = self.subscribe(
+            request.domains or DOMAINS, replay=not request.skip_active_alarms, wake=notify
+        )
+        try:
+            while True:
+                if sub.overflowed:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"subscriber fell {self.max_queue} events behind and was dropped; "
+                        "read faster or resubscribe (active alarms are replayed)",
+                    )
+                if sub.closed:
+                    return
+                try:
+                    ev = sub.q.get_nowait()
+                except queue.Empty:
+                    wake.clear()
+                    if sub.q.empty() and not sub.overflowed and not sub.closed:
+                        await wake.wait()
+                    continue
+                yield ev
+        finally:
+            self.unsubscribe(sub)
+
     def ListActiveAlarms(
         self, request: o1_pb2.ListActiveAlarmsRequest, context: grpc.ServicerContext
     ) -> o1_pb2.ListActiveAlarmsResponse:
         return o1_pb2.ListActiveAlarmsResponse(alarms=self.active_alarms())
 
     # -- events --------------------------------------------------------------------------
-    def subscribe(self, domains: Sequence[str], replay: bool = True) -> _Subscriber:
-        """A new subscriber (the fault domain starts with the active alarms)."""
-        sub = _Subscriber(frozenset(domains), self.max_queue)
+    def subscribe(
+        self,
+        domains: Sequence[str],
+        replay: bool = True,
+        wake: Callable[[], None] | None = None,
+    ) -> _Subscriber:
+        """A new subscriber (the fault domain starts with the active alarms); ``wake`` is
+        called (from the publishing thread) when it has something new."""
+        sub = _Subscriber(frozenset(domains), self.max_queue, wake)
         with self._lock:
             if replay and "fault" in sub.domains:
                 for a in list(self._alarms.values())[: self.max_queue]:
@@ -711,6 +899,7 @@ class O1Service(o1_pb2_grpc.O1Servicer):
                 self._subs.remove(sub)
                 self.subscribers_dropped += 1
                 log.warning("O1: dropped a subscriber %d events behind", self.max_queue)
+            sub.notify()
 
     def active_alarms(self) -> list[o1_pb2.VesEvent]:
         """The fault event of every active alarm."""

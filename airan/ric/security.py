@@ -16,7 +16,8 @@ gRPC servers (E2-style and O1-style).
 * **Audit** — every control call (allowed or refused) and every refusal is written as one
   JSON line: ``time``, ``app``, ``method``, ``peer``, ``decision``, ``reason``.
 
-The server side is :class:`ServerSecurity` (used by :func:`airan.ric.server.build_server`);
+The server side is :class:`ServerSecurity` (used by :func:`airan.ric.server.build_server`
+and :func:`airan.ric.server.build_aio_server`);
 the client side is :class:`ClientSecurity` (a ``grpc.Channel`` or ``grpc.aio.Channel``).
 """
 
@@ -25,11 +26,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import inspect
 import json
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -44,6 +46,7 @@ from airan.core.policy import CheckedModel
 
 __all__ = [
     "Access",
+    "AioAuthInterceptor",
     "AppGrant",
     "AuditLog",
     "AuthInterceptor",
@@ -254,6 +257,10 @@ class ServerSecurity:
         access policy."""
         return None if self.access is None else AuthInterceptor(self.access, permissions)
 
+    def aio_interceptor(self, permissions: Mapping[str, Permission]) -> AioAuthInterceptor | None:
+        """:meth:`interceptor` for a ``grpc.aio`` server."""
+        return None if self.access is None else AioAuthInterceptor(self.access, permissions)
+
 
 class _Decision(NamedTuple):
     app: AppGrant | None
@@ -387,6 +394,124 @@ class AuthInterceptor(_ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, handler.request_deserializer, handler.response_serializer
             )
+        return handler  # pragma: no cover - a handler always has one of the four
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+class AioAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """:class:`AuthInterceptor` for a ``grpc.aio`` server: the same decisions, refusals
+    and audit lines. Async handlers get async wrappers (``await context.abort``); sync
+    handlers (run in the server's migration thread pool) keep sync ones, so a handler
+    stays what grpc expects of it."""
+
+    def __init__(self, access: Access, permissions: Mapping[str, Permission]) -> None:
+        self._sync = AuthInterceptor(access, permissions)
+
+    @property
+    def access(self) -> Access:
+        return self._sync.access
+
+    @property
+    def permissions(self) -> dict[str, Permission]:
+        return self._sync.permissions
+
+    def _decide(self, method: str, metadata: Any, peer: str) -> _Decision:
+        s = self._sync
+        d = s.decide(method, tuple(metadata or ()))
+        needed = s.permissions.get(method, Permission.READ)
+        if (d.code is not None or needed is Permission.CONTROL) and s.access.audit is not None:
+            s.access.audit.write(
+                None if d.app is None else d.app.name,
+                method,
+                peer,
+                "allow" if d.code is None else "deny",
+                d.reason,
+            )
+        return d
+
+    async def _acheck(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        d = self._decide(method, context.invocation_metadata(), context.peer())
+        if d.code is not None:
+            await context.abort(d.code, f"{method}: {d.reason}")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: grpc answers UNIMPLEMENTED
+        method = handler_call_details.method
+        acheck, scheck = self._acheck, self._sync._check
+        des, ser = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary is not None:
+            uu = handler.unary_unary
+            if _is_async(uu):
+
+                async def a_uu(request: Any, context: Any) -> Any:
+                    await acheck(method, context)
+                    return await uu(request, context)
+
+                return grpc.unary_unary_rpc_method_handler(a_uu, des, ser)
+
+            def s_uu(request: Any, context: Any) -> Any:
+                scheck(method, context)
+                return uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(s_uu, des, ser)
+        if handler.unary_stream is not None:
+            us = handler.unary_stream
+            aus: Any = us
+            if _is_async(us):
+
+                async def a_us(request: Any, context: Any) -> AsyncIterator[Any]:
+                    await acheck(method, context)
+                    async for item in aus(request, context):
+                        yield item
+
+                return grpc.unary_stream_rpc_method_handler(a_us, des, ser)
+
+            def s_us(request: Any, context: Any) -> Iterator[Any]:
+                scheck(method, context)
+                yield from us(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(s_us, des, ser)
+        if handler.stream_unary is not None:
+            su = handler.stream_unary
+            if _is_async(su):
+
+                async def a_su(requests: Any, context: Any) -> Any:
+                    await acheck(method, context)
+                    return await su(requests, context)
+
+                return grpc.stream_unary_rpc_method_handler(a_su, des, ser)
+
+            def s_su(requests: Any, context: Any) -> Any:
+                scheck(method, context)
+                return su(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(s_su, des, ser)
+        if handler.stream_stream is not None:
+            ss = handler.stream_stream
+            ass: Any = ss
+            if _is_async(ss):
+
+                async def a_ss(requests: Any, context: Any) -> AsyncIterator[Any]:
+                    await acheck(method, context)
+                    async for item in ass(requests, context):
+                        yield item
+
+                return grpc.stream_stream_rpc_method_handler(a_ss, des, ser)
+
+            def s_ss(requests: Any, context: Any) -> Iterator[Any]:
+                scheck(method, context)
+                yield from ss(requests, context)
+
+            return grpc.stream_stream_rpc_method_handler(s_ss, des, ser)
         return handler  # pragma: no cover - a handler always has one of the four
 
 
