@@ -33,10 +33,11 @@ class FakeNode:
 
     ``config``/``seed``: passed to :meth:`Node.simulated`; ``security``: TLS and access
     policy of the port (:class:`~airan.ric.security.ServerSecurity`; ``None``: plaintext,
-    no tokens); ``o1``: also host the O1 service; ``o1_state``: the O1 service's state
-    file (``None``: not persisted) — a saved configuration is restored at start, and
-    every change (O1 Set or E2 control) is saved; ``agent_kwargs``: passed to
-    :func:`~airan.ric.e2.serve_e2` and :class:`~airan.ric.e2.E2Agent`
+    no tokens; tokens without TLS only on a loopback ``host``, or with
+    ``allow_plaintext_tokens=True``); ``o1``: also host the O1 service; ``o1_state``: the
+    O1 service's state file (``None``: not persisted) — a saved configuration is
+    restored at start, and every change (O1 Set or E2 control) is saved;
+    ``agent_kwargs``: passed to :func:`~airan.ric.e2.serve_e2` and :class:`~airan.ric.e2.E2Agent`
     (``max_subscriptions``, ``max_queue``, ``aio=False`` for the sync gRPC server, ...).
 
     ``start()`` / ``stop()`` or a ``with`` block; :attr:`e2_target` / :attr:`o1_target`

@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 try:
@@ -56,6 +56,47 @@ def decide(slack_us: float, cap: float, low_us: float, high_us: float) -> float:
     return cap
 
 
+def run_loop(
+    e2: E2Client,
+    *,
+    seconds: float,
+    period_ms: int,
+    low_us: float,
+    high_us: float,
+    cap: float,
+    log: Callable[[str], object] = print,
+) -> tuple[float, int]:
+    """Run the loop for ``seconds`` from ``cap`` (the ``ai_share_cap`` in force); return
+    the cap in force at the end and how many controls changed it."""
+    decisions = 0
+    end = time.monotonic() + seconds
+    with e2.kpm.subscribe(
+        ["airan.RadioSlackLowUs", "airan.AiBusy", "airan.DeadlineMetRatio"],
+        period_ms=period_ms,
+    ) as sub:
+        for r in sub:
+            slack = r.values["airan.RadioSlackLowUs"]
+            new = decide(slack, cap, low_us, high_us)
+            line = (
+                f"seq={r.sequence:<4} slack_low={slack:8.1f} us  "
+                f"ai_busy={r.values['airan.AiBusy']:.3f}  "
+                f"met={r.values['airan.DeadlineMetRatio']:.4f}  cap={cap:.3f}"
+            )
+            if new != cap:
+                verb = "lower" if new < cap else "raise"
+                res = e2.cosched.set_policy(ai_share_cap=new)
+                decisions += 1
+                line += (
+                    f"  -> {verb} ai_share_cap to {new:.3f} "
+                    f"(in effect after {res.control_to_effect_ns / 1e3:.0f} us)"
+                )
+                cap = new
+            log(line)
+            if time.monotonic() >= end:
+                break
+    return cap, decisions
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", help="the node's E2 host:port (default: start a FakeNode)")
@@ -64,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--low-us", type=float, default=815.0, help="lower the cap below this")
     ap.add_argument("--high-us", type=float, default=840.0, help="raise the cap above this")
     ap.add_argument("--start-cap", type=float, default=1.0, help="ai_share_cap to start from")
+    ap.add_argument("--keep-cap", action="store_true", help="leave the last cap (default: 1)")
     ap.add_argument("--token", help="this xApp's bearer token (needs the control permission)")
     ap.add_argument("--ca", type=Path, help="CA bundle of the node's certificate (TLS)")
     ap.add_argument("--plaintext-token", action="store_true", help="send the token without TLS")
@@ -75,41 +117,23 @@ def main(argv: list[str] | None = None) -> None:
     security = ClientSecurity(
         ca=args.ca, token=args.token, allow_plaintext_token=args.plaintext_token
     )
-    decisions = 0
     with node_target(args.target) as target, E2Client(target, security) as e2:
-        cap = args.start_cap
-        e2.cosched.set_policy(ai_share_cap=cap)
+        e2.cosched.set_policy(ai_share_cap=args.start_cap)
         print(
             f"closed loop on {e2.setup().node_id}: slack low {args.low_us} us, high "
             f"{args.high_us} us, period {args.period_ms} ms"
         )
-        end = time.monotonic() + args.seconds
-        with e2.kpm.subscribe(
-            ["airan.RadioSlackLowUs", "airan.AiBusy", "airan.DeadlineMetRatio"],
+        cap, decisions = run_loop(
+            e2,
+            seconds=args.seconds,
             period_ms=args.period_ms,
-        ) as sub:
-            for r in sub:
-                slack = r.values["airan.RadioSlackLowUs"]
-                new = decide(slack, cap, args.low_us, args.high_us)
-                line = (
-                    f"seq={r.sequence:<4} slack_low={slack:8.1f} us  "
-                    f"ai_busy={r.values['airan.AiBusy']:.3f}  "
-                    f"met={r.values['airan.DeadlineMetRatio']:.4f}  cap={cap:.3f}"
-                )
-                if new != cap:
-                    verb = "lower" if new < cap else "raise"
-                    res = e2.cosched.set_policy(ai_share_cap=new)
-                    decisions += 1
-                    line += (
-                        f"  -> {verb} ai_share_cap to {new:.3f} "
-                        f"(in effect after {res.control_to_effect_ns / 1e3:.0f} us)"
-                    )
-                    cap = new
-                print(line)
-                if time.monotonic() >= end:
-                    break
-        e2.cosched.set_policy(ai_share_cap=1.0)
-    print(f"{decisions} decisions")
+            low_us=args.low_us,
+            high_us=args.high_us,
+            cap=args.start_cap,
+        )
+        if not args.keep_cap:
+            e2.cosched.set_policy(ai_share_cap=1.0)
+    print(f"{decisions} decisions, last cap {cap:.3f}")
 
 
 if __name__ == "__main__":

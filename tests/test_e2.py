@@ -757,7 +757,29 @@ BAD_CONTROLS: list[tuple[str, Callable[[], e2_pb2.RicControlRequest], str, str, 
         "ricRequest/action-not-supported",
         "ric_control_header.ric_control_action_id",
     ),
+    (
+        "RIC requestor ID out of range",
+        lambda: bad_rid(control(1, 1, policy=policy_fields(ai_share_cap=0.5)), 70_000, 1),
+        "INVALID_ARGUMENT",
+        "ricRequest/unspecified",
+        "ric_request_id.ric_requestor_id",
+    ),
+    (
+        "RIC instance ID out of range",
+        lambda: bad_rid(control(1, 1, policy=policy_fields(ai_share_cap=0.5)), 1, 65_536),
+        "INVALID_ARGUMENT",
+        "ricRequest/unspecified",
+        "ric_request_id.ric_instance_id",
+    ),
 ]
+
+
+def bad_rid(
+    req: e2_pb2.RicControlRequest, requestor: int, instance: int
+) -> e2_pb2.RicControlRequest:
+    req.ric_request_id.ric_requestor_id = requestor
+    req.ric_request_id.ric_instance_id = instance
+    return req
 
 
 @pytest.mark.parametrize(
@@ -889,3 +911,252 @@ def test_both_servers_stream_the_same_indications(fake: FakeNode, aio: bool) -> 
         r.thread.join(5)
         assert r.events[-1].HasField("deleted") and r.error is None
         ch.close()
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def _access(tmp_path: Path | None = None) -> tuple[Access, dict[str, str]]:
+    tokens = {"kpm-a": "token-a-0123456789", "kpm-b": "token-b-0123456789"}
+    tokens["ctl"] = "token-ctl-0123456789"
+    apps = [
+        AppGrant(name=n, token_sha256=hash_token(t), permission=Permission.READ)
+        for n, t in tokens.items()
+        if n != "ctl"
+    ]
+    apps.append(
+        AppGrant(name="ctl", token_sha256=hash_token(tokens["ctl"]), permission=Permission.CONTROL)
+    )
+    return Access(apps, None if tmp_path is None else tmp_path / "audit.jsonl"), tokens
+
+
+def _audit_lines(path: Path, at_least: int = 0) -> list[dict[str, Any]]:
+    """The audit log's lines, once it has ``at_least`` of them: a call's line is written
+    after the call, which may be just after its caller got the status."""
+    end = time.monotonic() + 5.0
+    while True:
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        if len(lines) >= at_least or time.monotonic() > end:
+            return lines
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("aio", [True, False], ids=["aio", "sync"])
+def test_only_the_owner_may_delete_a_subscription_and_lists_show_own(
+    tmp_path: Path, aio: bool
+) -> None:
+    access, tok = _access(tmp_path)
+    with FakeNode(seed=4, o1=False, security=ServerSecurity(access=access), aio=aio) as f:
+
+        def client(name: str) -> E2Client:
+            sec = ClientSecurity(token=tok[name], allow_plaintext_token=True)
+            return E2Client(f.e2_target, sec, requestor_id=11 if name == "kpm-a" else 12)
+
+        with client("kpm-a") as a, client("kpm-b") as b, client("ctl") as ctl:
+            sub_a = a.kpm.subscribe(["airan.AiBusy"], period_ms=20)
+            sub_b = b.kpm.subscribe(["airan.AiBusy"], period_ms=20)
+            try:
+                next(iter(sub_a))
+                # B sees only its own; the control app sees both, with their owners
+                listed = [
+                    (i.ric_request_id.ric_requestor_id, i.ric_request_id.ric_instance_id)
+                    for i in b.list_subscriptions()
+                ]
+                assert listed == [sub_b.request_id]
+                assert {i.app for i in ctl.list_subscriptions()} == {"kpm-a", "kpm-b"}
+                assert {i.app for i in a.list_subscriptions()} == {"kpm-a"}
+                # B may not delete A's subscription: PERMISSION_DENIED, audited, A goes on
+                n = len(_audit_lines(tmp_path / "audit.jsonl"))
+                with pytest.raises(E2Error) as info:
+                    b.delete_subscription(sub_a.request_id, KPM)
+                assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+                assert info.value.field == "ric_request_id"
+                assert f.agent.active == 2
+                line = _audit_lines(tmp_path / "audit.jsonl", n + 1)[-1]
+                assert line["app"] == "kpm-b" and line["decision"] == "deny"
+                assert line["method"] == "/airan.e2.v1.E2Node/DeleteSubscription"
+                assert line["code"] == "PERMISSION_DENIED"
+                assert line["ric_request_id"] == "{}:{}".format(*sub_a.request_id)
+                seq = next(iter(sub_a)).sequence
+                assert next(iter(sub_a)).sequence == seq + 1
+                # the owner may
+                a.delete_subscription(sub_a.request_id, KPM)
+                list(sub_a)
+                assert sub_a.ended is not None and sub_a.ended.ended_by == "ric"
+            finally:
+                sub_a.cancel()
+                sub_b.cancel()
+
+
+def test_without_access_anyone_may_delete_and_list_all(
+    fake: FakeNode, stub: e2_pb2_grpc.E2NodeStub
+) -> None:
+    req = sub_req(period_ms=20)
+    r = Reader(stub, req)
+    try:
+        assert any(
+            i.ric_request_id == req.ric_request_id
+            for i in stub.ListSubscriptions(e2_pb2.ListSubscriptionsRequest()).subscriptions
+        )
+        stub.DeleteSubscription(
+            e2_pb2.RicSubscriptionDeleteRequest(
+                ric_request_id=req.ric_request_id, ran_function_id=KPM
+            )
+        )
+        r.thread.join(5)
+        assert r.events[-1].HasField("deleted")
+    finally:
+        r.cancel()
+
+
+def test_concurrent_partial_policy_controls_do_not_undo_each_other(
+    node_state: FakeNode, stub: e2_pb2_grpc.E2NodeStub
+) -> None:
+    """Two xApps change different policy fields at the same time: both stick."""
+    node = node_state.node
+    base = node.config.policy
+    for round_ in range(6):
+        cap = 0.3 + 0.05 * round_
+        guard = 21.0 + round_
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def send(
+            req: e2_pb2.RicControlRequest,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            try:
+                barrier.wait(5)
+                stub.Control(req, timeout=10)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(
+                target=send, args=(control(1, 1, policy=policy_fields(ai_share_cap=cap)),)
+            ),
+            threading.Thread(
+                target=send, args=(control(1, 1, policy=policy_fields(guard_us=guard)),)
+            ),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        assert not errors
+        pol = node.config.policy
+        assert pol.ai_share_cap == pytest.approx(cap) and pol.guard_us == guard, round_
+        assert node.arbiter.policy == pol
+    assert base != node.config.policy
+
+
+def test_a_control_the_loop_does_not_take_in_time_is_deadline_exceeded() -> None:
+    """The node's loop is held (it never drains its mailbox): the change is withdrawn,
+    never applied, and the caller learns DEADLINE_EXCEEDED control-timer-expired."""
+    from airan.node import Node
+
+    node = Node.simulated(seed=3)
+    with serve_e2(node, control_timeout_s=0.2) as srv, grpc.insecure_channel(srv.target) as ch:
+        st = e2_pb2_grpc.E2NodeStub(ch)
+        node.arbiter._running = True  # as if the loop ran but never took a change
+        try:
+            e = refusal(lambda: st.Control(control(1, 1, policy=policy_fields(ai_share_cap=0.5))))
+        finally:
+            node.arbiter._running = False
+        assert (e.code, str(e.cause)) == (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "ricRequest/control-timer-expired",
+        )
+        assert node.arbiter.policy.ai_share_cap == 1.0
+        assert node.config.policy.ai_share_cap == 1.0
+
+
+def test_the_timeout_is_recognised_by_its_type_not_its_text(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeNode, stub: e2_pb2_grpc.E2NodeStub
+) -> None:
+    from airan.core.errors import FieldError
+    from airan.sched.arbiter import ControlTimeoutError
+
+    node = fake.node  # nothing gets applied: no state to restore
+
+    def timeout(*_: object, **__: object) -> None:
+        raise ControlTimeoutError("policy", "withdrawn: the loop is stalled")
+
+    monkeypatch.setattr(node, "set_policy", timeout)
+    e = refusal(lambda: stub.Control(control(1, 1, policy=policy_fields(ai_share_cap=0.5))))
+    assert (e.code, str(e.cause), e.field) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "ricRequest/control-timer-expired",
+        "policy",
+    )
+
+    def refused(*_: object, **__: object) -> None:
+        raise FieldError("guard_us", "the arbiter did not take it within reason")
+
+    monkeypatch.setattr(node, "set_policy", refused)
+    e = refusal(lambda: stub.Control(control(1, 1, policy=policy_fields(ai_share_cap=0.5))))
+    assert (e.code, str(e.cause)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ricRequest/control-message-invalid",
+    )
+
+
+@pytest.mark.parametrize("aio", [True, False], ids=["aio", "sync"])
+def test_control_audit_lines_are_written_after_the_call_with_the_outcome(
+    tmp_path: Path, aio: bool
+) -> None:
+    access, tok = _access(tmp_path)
+    audit = tmp_path / "audit.jsonl"
+    with FakeNode(seed=4, o1=False, security=ServerSecurity(access=access), aio=aio) as f:
+        sec = ClientSecurity(token=tok["ctl"], allow_plaintext_token=True)
+        with E2Client(f.e2_target, sec, requestor_id=99) as ctl:
+            n = len(_audit_lines(audit))
+            res = ctl.cosched.set_policy(ai_share_cap=0.5)
+            ok = _audit_lines(audit, n + 1)[-1]
+            with pytest.raises(E2Error):
+                ctl.cosched.set_policy(guard_us=1e9)
+            bad = _audit_lines(audit, n + 2)[-1]
+        with (
+            E2Client(
+                f.e2_target, ClientSecurity(token=tok["kpm-a"], allow_plaintext_token=True)
+            ) as reader,
+            pytest.raises(E2Error),
+        ):
+            reader.cosched.set_policy(ai_share_cap=0.5)
+        denied = _audit_lines(audit, n + 3)[-1]
+    assert ok["app"] == "ctl" and ok["decision"] == "allow" and ok["code"] == "OK"
+    assert ok["method"] == "/airan.e2.v1.E2Node/Control"
+    assert ok["ric_request_id"].startswith("99:") and res.applied["ai_share_cap"] == 0.5
+    assert ok["ran_function_id"] == COSCHED
+    assert (ok["ric_style_type"], ok["ric_control_action_id"]) == (1, 1)
+    assert "client_cert_subject" not in ok  # no mutual TLS here
+    assert bad["decision"] == "allow" and bad["code"] == "INVALID_ARGUMENT"
+    assert bad["ric_request_id"].startswith("99:")
+    # a refusal keeps its line, written before anything runs
+    assert denied["decision"] == "deny" and denied["code"] == "PERMISSION_DENIED"
+    assert denied["app"] == "kpm-a" and "ric_request_id" not in denied
+
+
+def test_plaintext_tokens_need_loopback_or_an_explicit_opt_in() -> None:
+    from airan.core.errors import FieldError
+    from airan.node import Node
+
+    access, _ = _access()
+    node = Node.simulated(seed=3)
+    with pytest.raises(FieldError) as info:
+        serve_e2(node, security=ServerSecurity(access=access), host="0.0.0.0")
+    assert info.value.field == "security.tls"
+    for host in ("127.0.0.1", "localhost", "::1"):
+        try:
+            srv = serve_e2(node, security=ServerSecurity(access=access), host=host)
+        except FieldError as exc:  # no IPv6 on this machine: not what is tested
+            assert exc.field == "port", exc
+            continue
+        srv.stop(0.1)
+    srv = serve_e2(
+        node, security=ServerSecurity(access=access, allow_plaintext_tokens=True), host="0.0.0.0"
+    )
+    srv.stop(0.1)
+    srv = serve_e2(node, security=ServerSecurity(), host="0.0.0.0")  # no tokens: no secret
+    srv.stop(0.1)

@@ -294,9 +294,15 @@ def test_raw_requests_with_bad_json_or_paths(stack: Callable[..., Stack]) -> Non
         assert isinstance(err.value, grpc.Call)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert named in (err.value.details() or ""), err.value.details()
-    with pytest.raises(O1Error) as e:
-        s.client.get("/policy/nope")
-    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "/policy/nope" in e.value.message
+    # a well-formed path that names nothing: NOT_FOUND; a malformed one: INVALID_ARGUMENT
+    for missing in ("/policy/nope", "/ran/slice_quotas/99", "/policy/guard_us/x"):
+        with pytest.raises(O1Error) as e:
+            s.client.get(missing)
+        assert e.value.code == grpc.StatusCode.NOT_FOUND and missing in e.value.message
+    for bad in ("policy", "/policy//guard_us", "/ran/slice_quotas/one"):
+        with pytest.raises(O1Error) as e:
+            s.client.get(bad)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT, bad
     with pytest.raises(O1Error) as e:
         list(s.client.events(["faults"]))
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "domains[0]" in e.value.message
@@ -594,3 +600,47 @@ def test_event_streams_on_the_aio_server_of_a_fake_node() -> None:
             assert got.events[0].heartbeat_fields.heartbeat_interval == 1
             got.stream.cancel()
             until(lambda: fake.o1.subscribers == 0, "the stream to end")
+
+
+def test_an_o1_set_racing_an_e2_control_loses_neither() -> None:
+    """An O1 Set of one policy field and an E2 control of another, at the same time:
+    each builds on the tree in force (read-modify-write under the node's lock)."""
+    from airan.ric.xapp import E2Client
+    from airan.testing import FakeNode
+
+    with FakeNode(base_config(), seed=1) as fake:
+        assert fake.o1_target is not None
+        with O1Client(fake.o1_target, timeout_s=WAIT_S) as o1, E2Client(fake.e2_target) as e2:
+            for round_ in range(6):
+                guard, cap = 21.0 + round_, 0.3 + 0.05 * round_
+                barrier = threading.Barrier(2)
+                errors: list[BaseException] = []
+
+                def run(
+                    fn: Callable[[], object],
+                    barrier: threading.Barrier = barrier,
+                    errors: list[BaseException] = errors,
+                ) -> None:
+                    try:
+                        barrier.wait(5)
+                        fn()
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                threads = [
+                    threading.Thread(
+                        target=run, args=(lambda g=guard: o1.set("/policy/guard_us", g),)
+                    ),
+                    threading.Thread(
+                        target=run, args=(lambda c=cap: e2.cosched.set_policy(ai_share_cap=c),)
+                    ),
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(15)
+                assert not errors
+                pol = fake.node.config.policy
+                assert pol.guard_us == guard and pol.ai_share_cap == pytest.approx(cap), round_
+                assert fake.node.arbiter.policy == pol
+                assert o1.get("/policy/guard_us") == guard

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,10 +266,17 @@ def test_tls_files_errors_name_the_file(tmp_path: Path, pki: Pki) -> None:
 # --------------------------------------------------------------------------- tokens
 
 
-def _audit(path: Path) -> list[dict[str, object]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _audit(path: Path, at_least: int = 0) -> list[dict[str, object]]:
+    """The audit lines, once there are ``at_least`` (a call's line is written after the
+    call: on the aio server an aborted call's status may reach the client first)."""
+    end = time.monotonic() + 5.0
+    while True:
+        lines = (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        )
+        if len(lines) >= at_least or time.monotonic() > end:
+            return lines
+        time.sleep(0.005)
 
 
 def test_tokens_and_permissions_over_tls(serve: Serve, pki: Pki, tmp_path: Path) -> None:
@@ -302,16 +310,18 @@ def test_tokens_and_permissions_over_tls(serve: Serve, pki: Pki, tmp_path: Path)
     assert line["app"] == "kpm-xapp" and line["decision"] == "deny"
     assert line["method"] == "/airan.o1.v1.O1/Set"
     assert str(line["peer"]).startswith(("ipv4:127.0.0.1:", "ipv6:"))
-    assert set(line) == {"time", "app", "method", "peer", "decision", "reason"}
+    assert set(line) == {"time", "app", "method", "peer", "decision", "reason", "code"}
+    assert line["code"] == "PERMISSION_DENIED"
     n_lines = len(_audit(audit))
 
     # control token: Set runs and is audited as allowed; reads are not audited
     with ClientSecurity(ca=pki.ca, token=CONTROL_TOKEN).channel(target) as ch:
         assert set_(ch).revision == 1
         assert get(ch).json_value == "1"
-    lines = _audit(audit)
+    lines = _audit(audit, n_lines + 1)
     assert len(lines) == n_lines + 1
     assert lines[-1]["app"] == "rc-xapp" and lines[-1]["decision"] == "allow"
+    assert lines[-1]["code"] == "OK" and "client_cert_subject" not in lines[-1]
     assert servicer.sets == 1
 
 
@@ -418,3 +428,84 @@ def test_permissions_and_registrations_are_checked() -> None:
     with pytest.raises(FieldError) as err:
         build_server(0, None, [registration(servicer), registration(servicer)])
     assert err.value.field == "services.1"
+
+
+# --------------------------------------------------------------------------- the real services
+
+
+def test_e2_and_o1_of_a_fake_node_over_mutual_tls_with_tokens(
+    pki: Pki, rogue: Pki, tmp_path: Path
+) -> None:
+    """A FakeNode serving E2 + O1 with mutual TLS and tokens: an xApp with a client
+    certificate of the CA subscribes over E2 and reads over O1; its control call is
+    audited with its certificate's subject; a client without a certificate (or with
+    one of another CA) gets nowhere."""
+    from airan.ric.o1 import O1Client, O1Error
+    from airan.ric.xapp import E2Client, E2Error
+    from airan.testing import FakeNode
+
+    access = Access.load(write_access(tmp_path))
+    audit = tmp_path / "audit.jsonl"
+    tls = TlsFiles(pki.server_cert, pki.server_key, client_ca=pki.ca)
+    with FakeNode(seed=3, security=ServerSecurity(tls, access)) as fake:
+        target = fake.e2_target.replace("127.0.0.1", "localhost")
+        good = ClientSecurity(
+            ca=pki.ca, cert=pki.client_cert, key=pki.client_key, token=CONTROL_TOKEN
+        )
+        with E2Client(target, good) as e2, O1Client(target, good, timeout_s=TIMEOUT) as o1:
+            with e2.kpm.subscribe(["airan.AiBusy"], period_ms=20) as sub:
+                assert next(iter(sub)).sequence == 1
+            assert o1.get("/policy/ai_share_cap") == 1.0
+            n = len(_audit(audit))
+            e2.cosched.set_policy(ai_share_cap=0.6)
+            line = _audit(audit, n + 1)[-1]
+            assert line["method"] == "/airan.e2.v1.E2Node/Control" and line["code"] == "OK"
+            assert line["app"] == "rc-xapp"
+            assert "rc-xapp" in str(line["client_cert_subject"])
+            assert o1.get("/policy/ai_share_cap") == 0.6
+        refused = (
+            ClientSecurity(ca=pki.ca, token=CONTROL_TOKEN),  # no client certificate
+            ClientSecurity(
+                ca=pki.ca, cert=rogue.client_cert, key=rogue.client_key, token=CONTROL_TOKEN
+            ),
+        )
+        for sec in refused:
+            with E2Client(target, sec, timeout_s=TIMEOUT) as e2, pytest.raises(E2Error) as err:
+                e2.setup()
+            assert err.value.code == grpc.StatusCode.UNAVAILABLE
+            with O1Client(target, sec, timeout_s=TIMEOUT) as o1, pytest.raises(O1Error) as oerr:
+                o1.get("/")
+            assert oerr.value.code == grpc.StatusCode.UNAVAILABLE
+        # the right certificate without a token: the handshake passes, the call does not
+        no_token = ClientSecurity(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+        with E2Client(target, no_token) as e2, pytest.raises(E2Error) as err:
+            e2.setup()
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert fake.node.arbiter.policy.ai_share_cap == 0.6
+
+
+def test_a_server_refuses_plaintext_tokens_off_loopback(tmp_path: Path) -> None:
+    access = Access.load(write_access(tmp_path))
+    servicer = EchoO1()
+    with pytest.raises(FieldError) as err:
+        build_server(0, ServerSecurity(None, access), [registration(servicer)], host="0.0.0.0")
+    assert err.value.field == "security.tls" and "allow_plaintext_tokens" in err.value.reason
+    lt = EventLoopThread("test-aio")
+    try:
+
+        async def go() -> None:
+            await build_aio_server(
+                0, ServerSecurity(None, access), [registration(servicer)], host="0.0.0.0"
+            )
+
+        with pytest.raises(FieldError):
+            lt.run(go(), TIMEOUT)
+    finally:
+        lt.stop()
+    server, _ = build_server(
+        0,
+        ServerSecurity(None, access, allow_plaintext_tokens=True),
+        [registration(servicer)],
+        host="0.0.0.0",
+    )
+    server.stop(None)

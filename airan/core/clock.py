@@ -30,13 +30,12 @@ class WallClock:
 
         A sleeping thread can wake up a millisecond late on a loaded or virtualised
         host, which a radio cannot afford: like a DU's polling cores, the loop spins
-        through the last millisecond before the next event, yielding the interpreter
-        lock at each turn so that the process's other threads are not held up."""
+        through the last millisecond before the next event."""
         remaining = t_ns - self.now_ns()
         if remaining > spin_ns:
             time.sleep((remaining - spin_ns) / 1e9)
         while self.now_ns() < t_ns:
-            time.sleep(0)  # releases the GIL: the process's other threads (servers) run
+            pass
 
 
 class VirtualClock:

@@ -57,16 +57,17 @@ from airan.core.errors import FieldError
 from airan.core.policy import Policy, TenantPolicy
 from airan.core.rrm import SliceQuota, Snssai, check_quotas
 from airan.e2.v1 import e2_pb2, e2_pb2_grpc
-from airan.ric.security import Permission, ServerSecurity
+from airan.ric.security import CallInfo, Permission, ServerSecurity, audit_note, current_call
 from airan.ric.server import (
     EventLoopThread,
     ServiceRegistration,
     build_aio_server,
     build_server,
 )
+from airan.sched.arbiter import ControlTimeoutError
 
 if TYPE_CHECKING:
-    from airan.node import Measurements, Node, NodeSnapshot
+    from airan.node import Measurements, Node, NodeConfig, NodeSnapshot
     from airan.sched.arbiter import ControlTicket
 
 __all__ = [
@@ -516,8 +517,10 @@ def _outcome(ticket: ControlTicket, applied_json: str) -> e2_pb2.RicControlOutco
 
 
 def _node_error(exc: FieldError, where: str) -> E2Refusal:
-    """A FieldError the node raised while applying a control."""
-    if "did not take it within" in exc.reason:
+    """A FieldError the node raised while applying a control: the arbiter's loop not
+    taking it in time (:class:`ControlTimeoutError`, withdrawn) is DEADLINE_EXCEEDED
+    ``ricRequest/control-timer-expired``; anything else the message was invalid."""
+    if isinstance(exc, ControlTimeoutError):
         return E2Refusal(
             grpc.StatusCode.DEADLINE_EXCEEDED, CONTROL_TIMER_EXPIRED, exc.field, exc.reason
         )
@@ -735,12 +738,13 @@ class CoschedFunction(RanFunctionBase):
             },
         }
 
-    def merged_policy(self, fields: Mapping[str, Any]) -> Policy:
-        """The policy in force with ``fields`` merged over it, validated (FieldError)."""
+    def merged_policy(self, fields: Mapping[str, Any], base: Policy | None = None) -> Policy:
+        """``fields`` merged over ``base`` (default: the policy in force), validated
+        (FieldError)."""
         where = "ric_control_message.policy.fields"
         if not fields:
             raise FieldError(where, "name at least one policy field to change")
-        current = self.node.config.policy.model_dump()
+        current = (base if base is not None else self.node.config.policy).model_dump()
         merged = dict(current)
         for key, value in fields.items():
             if key not in POLICY_FIELDS:
@@ -777,14 +781,23 @@ class CoschedFunction(RanFunctionBase):
         if style == 1:
             _need_message(request, "policy")
             fields = json_format.MessageToDict(request.ric_control_message.policy.fields)
-            try:
-                policy = self.merged_policy(fields)
-            except FieldError as exc:
-                raise E2Refusal.from_field_error(exc) from None
-            try:
-                ticket = self.node.set_policy(policy, self.timeout_s)
-            except FieldError as exc:
-                raise _node_error(exc, "ric_control_message.policy.fields.") from None
+            tickets: list[ControlTicket] = []
+
+            def change(cur: NodeConfig) -> NodeConfig:
+                # read-modify-write under the node's configuration lock: a concurrent
+                # partial control (or O1 Set) cannot slip in between and be undone
+                try:
+                    policy = self.merged_policy(fields, cur.policy)
+                except FieldError as exc:
+                    raise E2Refusal.from_field_error(exc) from None
+                try:
+                    tickets.append(self.node.set_policy(policy, self.timeout_s))
+                except FieldError as exc:
+                    raise _node_error(exc, "ric_control_message.policy.fields.") from None
+                return self.node.config  # in force already: nothing left to apply
+
+            new, _ = self.node.update_config(change, self.timeout_s)
+            return _outcome(tickets[0], new.policy.model_dump_json())
         else:
             _need_message(request, "tenant")
             name = request.ric_control_message.tenant.tenant
@@ -836,6 +849,16 @@ def _key(rid: e2_pb2.RicRequestId) -> _Key:
     return (int(rid.ric_requestor_id), int(rid.ric_instance_id))
 
 
+def _check_request_id(rid: e2_pb2.RicRequestId) -> None:
+    """E2AP §9.2.7 RIC Request ID: requestor and instance 0..65535 each."""
+    for name in ("ric_requestor_id", "ric_instance_id"):
+        v = getattr(rid, name)
+        if v > 65535:
+            raise _invalid(
+                f"ric_request_id.{name}", f"must be 0..65535, got {v}", RIC_REQUEST_UNSPECIFIED
+            )
+
+
 @dataclass(eq=False)
 class _Subscription:
     """One admitted subscription: its timer state and its bounded queue."""
@@ -849,6 +872,8 @@ class _Subscription:
     max_queue: int
     prev: NodeSnapshot
     prev_unix_ns: int
+    #: the authenticated application that created it (``None``: no access control)
+    owner: str | None = None
     created_unix_ns: int = field(default_factory=time.time_ns)
     due_ns: int = 0
     sent: int = 0
@@ -932,6 +957,7 @@ class _Subscription:
             indications_sent=self.sent,
             queued=queued,
             created_unix_ns=self.created_unix_ns,
+            app=self.owner or "",
         )
 
 
@@ -1218,16 +1244,16 @@ class E2Agent:
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(
-        self, request: e2_pb2.RicSubscriptionRequest, peer: str = ""
+        self,
+        request: e2_pb2.RicSubscriptionRequest,
+        peer: str = "",
+        caller: CallInfo | None = None,
     ) -> tuple[_Subscription, e2_pb2.RicSubscriptionResponse]:
-        """Admit a subscription (E2AP §8.2.1) or raise :class:`E2Refusal`."""
+        """Admit a subscription (E2AP §8.2.1) or raise :class:`E2Refusal`. ``caller``:
+        the authenticated application (:func:`~airan.ric.security.current_call`), which
+        then owns the subscription."""
         rid = request.ric_request_id
-        for name in ("ric_requestor_id", "ric_instance_id"):
-            v = getattr(rid, name)
-            if v > 65535:
-                raise _invalid(
-                    f"ric_request_id.{name}", f"must be 0..65535, got {v}", RIC_REQUEST_UNSPECIFIED
-                )
+        _check_request_id(rid)
         fn = self.function(request.ran_function_id)
         period = request.ric_event_trigger.reporting_period_ms
         if not MIN_PERIOD_MS <= period <= MAX_PERIOD_MS:
@@ -1324,6 +1350,7 @@ class E2Agent:
                 max_queue=self.limits.max_queue,
                 prev=self.node.snapshot(),
                 prev_unix_ns=time.time_ns(),
+                owner=None if caller is None else caller.app.name,
             )
             # the first boundary at least half a period away: the first period is partial
             sub.due_ns = ((now + period_ns // 2) // period_ns + 1) * period_ns
@@ -1337,8 +1364,16 @@ class E2Agent:
         )
         return sub, response
 
-    def delete(self, request: e2_pb2.RicSubscriptionDeleteRequest, peer: str = "") -> None:
-        """RIC subscription delete (E2AP §8.2.2): the stream gets a deletion notice."""
+    def delete(
+        self,
+        request: e2_pb2.RicSubscriptionDeleteRequest,
+        peer: str = "",
+        caller: CallInfo | None = None,
+    ) -> None:
+        """RIC subscription delete (E2AP §8.2.2): the stream gets a deletion notice.
+
+        With access control (``caller`` set) only the application that created the
+        subscription may delete it (another one: PERMISSION_DENIED)."""
         key = _key(request.ric_request_id)
         with self._lock:
             sub = self._subs.get(key)
@@ -1356,6 +1391,14 @@ class E2Agent:
                     "ran_function_id",
                     f"subscription {key[0]}:{key[1]} is on RAN function "
                     f"{sub.request.ran_function_id}, not {request.ran_function_id}",
+                )
+            if caller is not None and sub.owner is not None and sub.owner != caller.app.name:
+                raise E2Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    RIC_REQUEST_UNSPECIFIED,
+                    "ric_request_id",
+                    f"subscription {key[0]}:{key[1]} belongs to another application; "
+                    f"{caller.app.name!r} may delete only its own",
                 )
             del self._subs[key]
         sub.end(
@@ -1385,9 +1428,13 @@ class E2Agent:
             if self._subs.get(sub.key) is sub:
                 del self._subs[sub.key]
 
-    def subscriptions(self) -> list[e2_pb2.SubscriptionInfo]:
+    def subscriptions(self, caller: CallInfo | None = None) -> list[e2_pb2.SubscriptionInfo]:
+        """The active subscriptions; with access control (``caller`` set) a ``read``
+        application sees only its own, a ``control`` one every subscription."""
         with self._lock:
             subs = list(self._subs.values())
+        if caller is not None and caller.app.permission is not Permission.CONTROL:
+            subs = [s for s in subs if s.owner == caller.app.name]
         return [s.info() for s in subs]
 
     @property
@@ -1454,6 +1501,7 @@ class E2Agent:
     # -- control -------------------------------------------------------------------------
     def control(self, request: e2_pb2.RicControlRequest) -> e2_pb2.RicControlAcknowledge:
         """RIC control (E2AP §8.2.5) or raise :class:`E2Refusal` (nothing applied)."""
+        _check_request_id(request.ric_request_id)
         fn = self.function(request.ran_function_id)
         outcome = fn.control(request)
         return e2_pb2.RicControlAcknowledge(
@@ -1512,6 +1560,23 @@ class E2Agent:
         )
 
 
+def _note_request(rid: e2_pb2.RicRequestId, ran_function_id: int) -> None:
+    """The RIC request ID and RAN function, for the call's audit line."""
+    audit_note(
+        ric_request_id=f"{rid.ric_requestor_id}:{rid.ric_instance_id}",
+        ran_function_id=int(ran_function_id),
+    )
+
+
+def _note_control(request: e2_pb2.RicControlRequest) -> None:
+    """What an E2 control asks, for its audit line (written after the call)."""
+    _note_request(request.ric_request_id, request.ran_function_id)
+    h = request.ric_control_header
+    audit_note(
+        ric_style_type=int(h.ric_style_type), ric_control_action_id=int(h.ric_control_action_id)
+    )
+
+
 def _guard(context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -1546,7 +1611,10 @@ class _Servicer(e2_pb2_grpc.E2NodeServicer):
         self, request: e2_pb2.RicSubscriptionRequest, context: grpc.ServicerContext
     ) -> Iterator[_Event]:
         # serialized indications pass through (_serialize_event)
-        sub, response = _guard(context, lambda: self.agent.subscribe(request, context.peer()))
+        caller = current_call()
+        sub, response = _guard(
+            context, lambda: self.agent.subscribe(request, context.peer(), caller)
+        )
         context.add_callback(sub.cancel)
         yield from self.agent.stream(
             sub, e2_pb2.RicSubscriptionEvent(admitted=response), context.is_active
@@ -1555,7 +1623,9 @@ class _Servicer(e2_pb2_grpc.E2NodeServicer):
     def DeleteSubscription(
         self, request: e2_pb2.RicSubscriptionDeleteRequest, context: grpc.ServicerContext
     ) -> e2_pb2.RicSubscriptionDeleteResponse:
-        _guard(context, lambda: self.agent.delete(request, context.peer()))
+        caller = current_call()
+        _note_request(request.ric_request_id, request.ran_function_id)
+        _guard(context, lambda: self.agent.delete(request, context.peer(), caller))
         return e2_pb2.RicSubscriptionDeleteResponse(
             ric_request_id=request.ric_request_id, ran_function_id=request.ran_function_id
         )
@@ -1563,13 +1633,16 @@ class _Servicer(e2_pb2_grpc.E2NodeServicer):
     def Control(
         self, request: e2_pb2.RicControlRequest, context: grpc.ServicerContext
     ) -> e2_pb2.RicControlAcknowledge:
+        _note_control(request)
         r: e2_pb2.RicControlAcknowledge = _guard(context, lambda: self.agent.control(request))
         return r
 
     def ListSubscriptions(
         self, request: e2_pb2.ListSubscriptionsRequest, context: grpc.ServicerContext
     ) -> e2_pb2.ListSubscriptionsResponse:
-        return e2_pb2.ListSubscriptionsResponse(subscriptions=self.agent.subscriptions())
+        return e2_pb2.ListSubscriptionsResponse(
+            subscriptions=self.agent.subscriptions(current_call())
+        )
 
 
 async def _aguard(
@@ -1617,8 +1690,8 @@ class _AioServicer:
     async def Subscribe(
         self, request: e2_pb2.RicSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[_Event]:
-        peer = context.peer()
-        sub, response = await _aguard(context, lambda: self.agent.subscribe(request, peer))
+        peer, caller = context.peer(), current_call()
+        sub, response = await _aguard(context, lambda: self.agent.subscribe(request, peer, caller))
         context.add_done_callback(lambda _: sub.cancel())  # type: ignore[arg-type]
         async for ev in self.agent.astream(sub, e2_pb2.RicSubscriptionEvent(admitted=response)):
             yield ev
@@ -1628,8 +1701,9 @@ class _AioServicer:
         request: e2_pb2.RicSubscriptionDeleteRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> e2_pb2.RicSubscriptionDeleteResponse:
-        peer = context.peer()
-        await _aguard(context, lambda: self.agent.delete(request, peer))
+        peer, caller = context.peer(), current_call()
+        _note_request(request.ric_request_id, request.ran_function_id)
+        await _aguard(context, lambda: self.agent.delete(request, peer, caller))
         return e2_pb2.RicSubscriptionDeleteResponse(
             ric_request_id=request.ric_request_id, ran_function_id=request.ran_function_id
         )
@@ -1637,6 +1711,7 @@ class _AioServicer:
     async def Control(
         self, request: e2_pb2.RicControlRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> e2_pb2.RicControlAcknowledge:
+        _note_control(request)  # here: the executor's thread does not see the call
         # the arbiter applies it at its next decision: wait for that off the loop
         r: e2_pb2.RicControlAcknowledge = await _aguard(
             context,
@@ -1649,7 +1724,9 @@ class _AioServicer:
     async def ListSubscriptions(
         self, request: e2_pb2.ListSubscriptionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> e2_pb2.ListSubscriptionsResponse:
-        return e2_pb2.ListSubscriptionsResponse(subscriptions=self.agent.subscriptions())
+        return e2_pb2.ListSubscriptionsResponse(
+            subscriptions=self.agent.subscriptions(current_call())
+        )
 
 
 def _add_handlers(servicer: Any, server: Any) -> None:

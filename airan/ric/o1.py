@@ -49,6 +49,7 @@ from airan.node import Fault, Node, NodeConfig, NodeSnapshot
 from airan.o1.v1 import o1_pb2, o1_pb2_grpc
 from airan.ric.security import ClientSecurity, Permission
 from airan.ric.server import ServiceRegistration
+from airan.sched.arbiter import ControlTimeoutError
 
 __all__ = [
     "DOMAINS",
@@ -124,6 +125,11 @@ def _kind(v: Any) -> str:
     return "a list" if isinstance(v, list) else "an object"
 
 
+class PathNotFound(FieldError):
+    """A well-formed JSON Pointer that names nothing in the tree (no such key, index out
+    of range, a child of a scalar): ``NOT_FOUND`` for a Get."""
+
+
 def _index(lst: list[Any], tok: str, where: str, field_name: str, append: bool) -> int:
     if append and tok == "-":
         return len(lst)
@@ -131,7 +137,9 @@ def _index(lst: list[Any], tok: str, where: str, field_name: str, append: bool) 
         raise FieldError(field_name, f"{where}: list index must be a non-negative integer")
     i = int(tok)
     if i >= len(lst) + (1 if append else 0):
-        raise FieldError(field_name, f"{where}: index {i} out of range (list has {len(lst)} items)")
+        raise PathNotFound(
+            field_name, f"{where}: index {i} out of range (list has {len(lst)} items)"
+        )
     return i
 
 
@@ -139,11 +147,11 @@ def _step(node: Any, tok: str, where: str, field_name: str) -> Any:
     if isinstance(node, dict):
         if tok not in node:
             keys = ", ".join(sorted(map(str, node))) or "none"
-            raise FieldError(field_name, f"{where}: no key {tok!r} (keys: {keys})")
+            raise PathNotFound(field_name, f"{where}: no key {tok!r} (keys: {keys})")
         return node[tok]
     if isinstance(node, list):
         return node[_index(node, tok, where, field_name, append=False)]
-    raise FieldError(field_name, f"{where}: the parent is {_kind(node)}, not an object or list")
+    raise PathNotFound(field_name, f"{where}: the parent is {_kind(node)}, not an object or list")
 
 
 def get_at(tree: Any, path: str, field_name: str = "path") -> Any:
@@ -595,7 +603,8 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         return data
 
     def get(self, path: str) -> Any:
-        """The subtree at ``path`` (FieldError naming ``path`` if it does not exist)."""
+        """The subtree at ``path``: :class:`PathNotFound` (a FieldError naming ``path``)
+        if it does not exist, FieldError if it is malformed."""
         return copy.deepcopy(get_at(self.tree(), path))
 
     def set(self, edits: Sequence[tuple[str, Any, bool]], if_revision: int = 0) -> SetResult:
@@ -612,44 +621,64 @@ class O1Service(o1_pb2_grpc.O1Servicer):
                     f"if_revision: configuration is at revision {self.revision}, "
                     f"not {if_revision}; Get it again and retry"
                 )
-            old = self.node.config
-            old_tree = old.model_dump(mode="json")
-            tree: Any = copy.deepcopy(old_tree)
-            for i, (path, value, remove) in enumerate(edits):
-                tree = apply_edit(tree, path, value, remove=remove, field_name=f"edits[{i}].path")
-            try:
-                new = NodeConfig.parse(tree)
-            except FieldError as exc:
-                raise _explain(exc, old_tree) from None
-            new_tree = new.model_dump(mode="json")
-            changed: list[str] = []
-            _diff(old_tree, new_tree, [], changed)
-            if not changed:
-                return SetResult(self.revision, (), ())
-            tmp: Path | None = None
             rev0 = self.revision
-            if self.state_path is not None:
+            built: dict[str, Any] = {}
+
+            def change(cur: NodeConfig) -> NodeConfig:
+                # under the node's configuration lock: the edits apply to the tree in
+                # force now, so a concurrent E2 control is neither lost nor undone
+                old_tree = cur.model_dump(mode="json")
+                tree: Any = copy.deepcopy(old_tree)
+                for i, (path, value, remove) in enumerate(edits):
+                    tree = apply_edit(
+                        tree, path, value, remove=remove, field_name=f"edits[{i}].path"
+                    )
                 try:
-                    tmp = _write_temp(self.state_path, new, rev0 + 1)
-                except OSError as exc:
-                    raise _ApplyFailed(
-                        f"cannot persist the configuration to {self.state_path}: {exc}; "
-                        "nothing applied"
-                    ) from None
-            try:
+                    new = NodeConfig.parse(tree)
+                except FieldError as exc:
+                    raise _explain(exc, old_tree) from None
+                changed: list[str] = []
+                _diff(old_tree, new.model_dump(mode="json"), [], changed)
+                built.update(old=cur, changed=changed, tmp=None)
+                if not changed:
+                    return cur
+                if self.state_path is not None:
+                    try:
+                        built["tmp"] = _write_temp(self.state_path, new, rev0 + 1)
+                    except OSError as exc:
+                        raise _ApplyFailed(
+                            f"cannot persist the configuration to {self.state_path}: {exc}; "
+                            "nothing applied"
+                        ) from None
+                built["applying"] = True
                 self._own_thread = threading.get_ident()
-                restart = self.node.apply_config(new)
+                return new
+
+            try:
+                new, restart = self.node.update_config(change)
+            except ControlTimeoutError as exc:
+                _unlink(built.get("tmp"))
+                raise _Timeout(f"{_field_to_path(exc)}: {exc.reason} (nothing applied)") from None
             except FieldError as exc:
-                _unlink(tmp)
+                if not built.get("applying"):
+                    raise  # a bad edit or value: already in the Set's vocabulary
+                _unlink(built.get("tmp"))
                 raise FieldError(_field_to_path(exc), f"{exc.reason} (nothing applied)") from None
+            except (_ApplyFailed, _Conflict):
+                raise
             except Exception as exc:
-                _unlink(tmp)
+                _unlink(built.get("tmp"))
                 raise _ApplyFailed(
                     f"the node could not apply it ({type(exc).__name__}: {exc}); "
                     "configuration unchanged"
                 ) from None
             finally:
                 self._own_thread = None
+            old: NodeConfig = built["old"]
+            changed = built["changed"]
+            tmp: Path | None = built["tmp"]
+            if not changed:
+                return SetResult(self.revision, (), ())
             failed: OSError | None = None
             with self._persist_lock:
                 if tmp is not None and self.state_path is not None:
@@ -748,6 +777,8 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         try:
             value = self.get(request.path)
             rev = self.revision
+        except PathNotFound as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except FieldError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return o1_pb2.GetResponse(
@@ -772,6 +803,8 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             code, msg = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except _Conflict as exc:
             code, msg = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+        except _Timeout as exc:
+            code, msg = grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
         except _ApplyFailed as exc:
             code, msg = grpc.StatusCode.INTERNAL, str(exc)
         except Exception as exc:  # never a crash: the caller learns, others go on
@@ -1121,6 +1154,10 @@ class O1Service(o1_pb2_grpc.O1Servicer):
 
 class _Conflict(AiranError):
     """``if_revision`` is not the configuration's revision."""
+
+
+class _Timeout(AiranError):
+    """The arbiter's loop did not take the policy in time; withdrawn, nothing applied."""
 
 
 class _ApplyFailed(AiranError):

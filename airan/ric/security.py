@@ -14,7 +14,13 @@ gRPC servers (E2-style and O1-style).
   changes the node: E2 control, O1 Set). Each service declares which of its methods need
   ``control``; the :class:`AuthInterceptor` enforces it for unary and streaming methods.
 * **Audit** — every control call (allowed or refused) and every refusal is written as one
-  JSON line: ``time``, ``app``, ``method``, ``peer``, ``decision``, ``reason``.
+  JSON line: ``time``, ``app``, ``method``, ``peer``, ``decision``, ``reason``, ``code``
+  (the gRPC status: for an allowed call, written after the call with its outcome), the
+  mutual-TLS client certificate's subject when there is one, and what the servicer noted
+  about the call (:func:`audit_note`: e.g. the E2 control's RIC request ID).
+
+The servicer learns who calls through :func:`current_call` (a context variable the
+interceptor sets for the duration of the call; ``None`` without an access policy).
 
 The server side is :class:`ServerSecurity` (used by :func:`airan.ric.server.build_server`
 and :func:`airan.ric.server.build_aio_server`);
@@ -23,10 +29,13 @@ the client side is :class:`ClientSecurity` (a ``grpc.Channel`` or ``grpc.aio.Cha
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime as _dt
 import hashlib
 import hmac
 import inspect
+import ipaddress
 import json
 import re
 import secrets
@@ -50,11 +59,15 @@ __all__ = [
     "AppGrant",
     "AuditLog",
     "AuthInterceptor",
+    "CallInfo",
     "ClientSecurity",
     "Permission",
     "ServerSecurity",
     "TlsFiles",
+    "audit_note",
+    "current_call",
     "hash_token",
+    "is_loopback_host",
     "new_token",
 ]
 
@@ -174,19 +187,29 @@ class AuditLog:
         except OSError as exc:
             raise FieldError("access.audit_log", f"cannot open {path}: {exc.strerror}") from None
 
-    def write(self, app: str | None, method: str, peer: str, decision: str, reason: str) -> None:
-        """Append one line (thread-safe)."""
-        line = json.dumps(
-            {
-                "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds"),
-                "app": app,
-                "method": method,
-                "peer": peer,
-                "decision": decision,
-                "reason": reason,
-            },
-            separators=(",", ":"),
-        )
+    def write(
+        self,
+        app: str | None,
+        method: str,
+        peer: str,
+        decision: str,
+        reason: str,
+        **extra: Any,
+    ) -> None:
+        """Append one line (thread-safe); ``extra`` fields that are not ``None`` are added
+        after the fixed ones (``code``, ``client_cert_subject``, ``ric_request_id``, ...)."""
+        doc: dict[str, Any] = {
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds"),
+            "app": app,
+            "method": method,
+            "peer": peer,
+            "decision": decision,
+            "reason": reason,
+        }
+        for k, v in extra.items():
+            if v is not None and k not in doc:
+                doc[k] = v
+        line = json.dumps(doc, separators=(",", ":"), default=str)
         with self._lock, self.path.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
@@ -239,13 +262,48 @@ class Access:
         return found
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a bind address) is a loopback one: ``localhost``, 127.0.0.0/8,
+    ``::1``."""
+    h = host.strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ServerSecurity:
     """A server's security settings: TLS (``None``: plaintext) and access control
-    (``None``: every caller may call every method — only for a trusted loopback setup)."""
+    (``None``: every caller may call every method — only for a trusted loopback setup).
+
+    Tokens without TLS (``tls=None`` with an ``access`` policy) travel in clear text:
+    anyone who sees the traffic can read a token and replay it with its permission. The
+    servers refuse that combination (:meth:`check_host`) unless they bind a loopback
+    host, or ``allow_plaintext_tokens=True`` says it is meant (e.g. behind a TLS-
+    terminating proxy on the same host)."""
 
     tls: TlsFiles | None = None
     access: Access | None = None
+    allow_plaintext_tokens: bool = False
+
+    def check_host(self, host: str) -> None:
+        """Raise :class:`FieldError` (``security.tls``) if bearer tokens would be accepted
+        in clear text on a non-loopback ``host`` without ``allow_plaintext_tokens``."""
+        if (
+            self.tls is None
+            and self.access is not None
+            and not self.allow_plaintext_tokens
+            and not is_loopback_host(host)
+        ):
+            raise FieldError(
+                "security.tls",
+                f"bearer tokens over plaintext on {host!r} can be read and replayed by anyone "
+                "on the path: give TlsFiles, bind a loopback host, or set "
+                "allow_plaintext_tokens=True",
+            )
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         """The TLS credentials to bind with, or ``None`` for a plaintext port."""
@@ -260,6 +318,90 @@ class ServerSecurity:
     def aio_interceptor(self, permissions: Mapping[str, Permission]) -> AioAuthInterceptor | None:
         """:meth:`interceptor` for a ``grpc.aio`` server."""
         return None if self.access is None else AioAuthInterceptor(self.access, permissions)
+
+
+@dataclass
+class CallInfo:
+    """The call being served, as the auth interceptor saw it (:func:`current_call`):
+    the authenticated application, the method, the peer, the mutual-TLS client
+    certificate's subject (``None`` without one) and the fields the servicer added to
+    the call's audit line (:func:`audit_note`)."""
+
+    app: AppGrant
+    method: str
+    peer: str
+    client_cert_subject: str | None = None
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+_CALL: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
+    "airan_ric_call", default=None
+)
+
+
+def current_call() -> CallInfo | None:
+    """The authenticated call the current servicer code runs for; ``None`` when the
+    server has no access policy (no token checked). Read it in the handler itself (a
+    thread pool the handler hands work to does not inherit it)."""
+    return _CALL.get()
+
+
+def audit_note(**fields: Any) -> None:
+    """Add ``fields`` to the audit line of the current call (written after the call for
+    control methods); nothing without an access policy."""
+    info = _CALL.get()
+    if info is not None:
+        info.audit.update(fields)
+
+
+def _cert_subject(auth: Mapping[str, Sequence[bytes]] | None) -> str | None:
+    """The client certificate's subject from a gRPC auth context (mutual TLS)."""
+    if not auth:
+        return None
+    subject = auth.get("x509_subject")
+    if subject:
+        return subject[0].decode("utf-8", "replace")
+    cn = auth.get("x509_common_name")
+    if cn:
+        return "CN=" + cn[0].decode("utf-8", "replace")
+    return None
+
+
+def _auth_context(context: Any) -> Mapping[str, Sequence[bytes]] | None:
+    try:
+        auth: Mapping[str, Sequence[bytes]] = context.auth_context()
+    except Exception:  # pragma: no cover - a context always has one
+        return None
+    return auth
+
+
+def _code_of(context: Any) -> Any:
+    """The status code a servicer set on ``context`` (abort, set_code), or ``None``."""
+    try:
+        return context.code()
+    except Exception:  # pragma: no cover - grpc >= 1.38 contexts have code()
+        return None
+
+
+def _details_of(context: Any) -> str | None:
+    """The status message a servicer set on ``context``, or ``None``."""
+    try:
+        details = context.details()
+    except Exception:  # pragma: no cover - grpc >= 1.38 contexts have details()
+        return None
+    if isinstance(details, bytes):
+        return details.decode("utf-8", "replace")
+    return details if isinstance(details, str) else None
+
+
+def _status_name(code: Any, default: str) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):  # a raw C-core status number
+        for c in grpc.StatusCode:
+            if c.value[0] == code:
+                return c.name
+    return default
 
 
 class _Decision(NamedTuple):
@@ -288,7 +430,10 @@ class AuthInterceptor(_ServerInterceptor):
     """Bearer-token authentication and per-method permissions for a sync ``grpc.Server``.
 
     No or unknown token ⇒ ``UNAUTHENTICATED``; a permission below the method's ⇒
-    ``PERMISSION_DENIED``. Refusals and every call of a ``control`` method are audited.
+    ``PERMISSION_DENIED``. Refusals are audited at once; every allowed call of a
+    ``control`` method (and any call the service itself refuses with
+    ``PERMISSION_DENIED``) after it ends, with its status code. While an allowed call
+    runs, :func:`current_call` tells the servicer who calls.
     The check runs inside the handler (where the peer is known) before the servicer is
     called, for unary and streaming methods alike; a refused streaming call sends nothing.
     """
@@ -328,19 +473,94 @@ class AuthInterceptor(_ServerInterceptor):
             )
         return _Decision(app, None, f"permission {app.permission.value!r} allows {needed.value!r}")
 
-    def _check(self, method: str, context: grpc.ServicerContext) -> None:
-        d = self.decide(method, context.invocation_metadata())
-        needed = self.permissions.get(method, Permission.READ)
-        if (d.code is not None or needed is Permission.CONTROL) and self.access.audit is not None:
-            self.access.audit.write(
-                None if d.app is None else d.app.name,
-                method,
-                context.peer(),
-                "allow" if d.code is None else "deny",
-                d.reason,
-            )
-        if d.code is not None:
-            context.abort(d.code, f"{method}: {d.reason}")
+    # -- one call: check, serve with the caller known, audit ---------------------------
+    def _audit(
+        self,
+        d: _Decision,
+        method: str,
+        peer: str,
+        subject: str | None,
+        code: str,
+        notes: Mapping[str, Any] | None = None,
+    ) -> None:
+        if self.access.audit is None:
+            return
+        extra: dict[str, Any] = dict(notes or {})
+        extra["code"] = code
+        extra["client_cert_subject"] = subject
+        self.access.audit.write(
+            None if d.app is None else d.app.name,
+            method,
+            peer,
+            "allow" if d.code is None else "deny",
+            d.reason,
+            **extra,
+        )
+
+    def _admit(
+        self, method: str, metadata: Any, peer: str, auth: Mapping[str, Sequence[bytes]] | None
+    ) -> tuple[_Decision, CallInfo | None]:
+        """The decision; a refusal is audited here (``None``: refused)."""
+        d = self.decide(method, tuple(metadata or ()))
+        subject = _cert_subject(auth)
+        if d.code is not None or d.app is None:
+            self._audit(d, method, peer, subject, _status_name(d.code, "UNKNOWN"))
+            return d, None
+        return d, CallInfo(d.app, method, peer, subject)
+
+    def _finish(self, d: _Decision, info: CallInfo, code: str, context: Any = None) -> None:
+        """After an allowed call: the audit line of a control method, with the outcome;
+        and of any call the service itself refused (``PERMISSION_DENIED``, e.g. deleting
+        another application's subscription), as a ``deny``."""
+        if code == "PERMISSION_DENIED":
+            details = _details_of(context) or "refused by the service"
+            d = _Decision(d.app, grpc.StatusCode.PERMISSION_DENIED, details)
+        elif self.permissions.get(info.method, Permission.READ) is not Permission.CONTROL:
+            return
+        self._audit(d, info.method, info.peer, info.client_cert_subject, code, info.audit)
+
+    def _begin(self, method: str, context: grpc.ServicerContext) -> tuple[_Decision, CallInfo]:
+        d, info = self._admit(
+            method, context.invocation_metadata(), context.peer(), _auth_context(context)
+        )
+        if info is None:
+            context.abort(d.code or grpc.StatusCode.UNAUTHENTICATED, f"{method}: {d.reason}")
+        assert info is not None
+        return d, info
+
+    def _call(self, method: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
+        d, info = self._begin(method, context)
+        token = _CALL.set(info)
+        code = "UNKNOWN"
+        try:
+            result = fn()
+            code = _status_name(_code_of(context), "OK")
+            return result
+        except BaseException:
+            code = _status_name(_code_of(context), "UNKNOWN")
+            raise
+        finally:
+            _reset(token)
+            self._finish(d, info, code, context)
+
+    def _stream(
+        self, method: str, context: grpc.ServicerContext, make: Callable[[], Iterator[Any]]
+    ) -> Iterator[Any]:
+        d, info = self._begin(method, context)
+        token = _CALL.set(info)
+        code = "UNKNOWN"
+        try:
+            yield from make()
+            code = _status_name(_code_of(context), "OK")
+        except GeneratorExit:
+            code = _status_name(_code_of(context), "CANCELLED")
+            raise
+        except BaseException:
+            code = _status_name(_code_of(context), "UNKNOWN")
+            raise
+        finally:
+            _reset(token)
+            self._finish(d, info, code, context)
 
     def intercept_service(
         self,
@@ -351,50 +571,46 @@ class AuthInterceptor(_ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        check = self._check
+        call, stream = self._call, self._stream
+        des, ser = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary is not None:
             uu = handler.unary_unary
 
             def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
-                check(method, context)
-                return uu(request, context)
+                return call(method, context, lambda: uu(request, context))
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary_unary, des, ser)
         if handler.unary_stream is not None:
             us = handler.unary_stream
 
             def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                check(method, context)
-                yield from us(request, context)
+                return stream(method, context, lambda: us(request, context))
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_stream_rpc_method_handler(unary_stream, des, ser)
         if handler.stream_unary is not None:
             su = handler.stream_unary
 
             def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-                check(method, context)
-                return su(requests, context)
+                return call(method, context, lambda: su(requests, context))
 
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.stream_unary_rpc_method_handler(stream_unary, des, ser)
         if handler.stream_stream is not None:
             ss = handler.stream_stream
 
             def stream_stream(
                 requests: Iterator[Any], context: grpc.ServicerContext
             ) -> Iterator[Any]:
-                check(method, context)
-                yield from ss(requests, context)
+                return stream(method, context, lambda: ss(requests, context))
 
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.stream_stream_rpc_method_handler(stream_stream, des, ser)
         return handler  # pragma: no cover - a handler always has one of the four
+
+
+def _reset(token: contextvars.Token[CallInfo | None]) -> None:
+    try:
+        _CALL.reset(token)
+    except ValueError:  # resumed in another context (a stream): just forget the call
+        _CALL.set(None)
 
 
 def _is_async(fn: Any) -> bool:
@@ -418,24 +634,62 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def permissions(self) -> dict[str, Permission]:
         return self._sync.permissions
 
-    def _decide(self, method: str, metadata: Any, peer: str) -> _Decision:
-        s = self._sync
-        d = s.decide(method, tuple(metadata or ()))
-        needed = s.permissions.get(method, Permission.READ)
-        if (d.code is not None or needed is Permission.CONTROL) and s.access.audit is not None:
-            s.access.audit.write(
-                None if d.app is None else d.app.name,
-                method,
-                peer,
-                "allow" if d.code is None else "deny",
-                d.reason,
-            )
-        return d
+    async def _abegin(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[_Decision, CallInfo]:
+        d, info = self._sync._admit(
+            method, context.invocation_metadata(), context.peer(), _auth_context(context)
+        )
+        if info is None:
+            await context.abort(d.code or grpc.StatusCode.UNAUTHENTICATED, f"{method}: {d.reason}")
+        assert info is not None
+        return d, info
 
-    async def _acheck(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        d = self._decide(method, context.invocation_metadata(), context.peer())
-        if d.code is not None:
-            await context.abort(d.code, f"{method}: {d.reason}")
+    async def _acall(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        fn: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        d, info = await self._abegin(method, context)
+        token = _CALL.set(info)
+        code = "UNKNOWN"
+        try:
+            result = await fn()
+            code = _status_name(_code_of(context), "OK")
+            return result
+        except asyncio.CancelledError:
+            code = _status_name(_code_of(context), "CANCELLED")
+            raise
+        except BaseException:
+            code = _status_name(_code_of(context), "UNKNOWN")
+            raise
+        finally:
+            _reset(token)
+            self._sync._finish(d, info, code, context)
+
+    async def _astream(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        make: Callable[[], AsyncIterator[Any]],
+    ) -> AsyncIterator[Any]:
+        d, info = await self._abegin(method, context)
+        token = _CALL.set(info)
+        code = "UNKNOWN"
+        try:
+            async for item in make():
+                yield item
+            code = _status_name(_code_of(context), "OK")
+        except (asyncio.CancelledError, GeneratorExit):
+            code = _status_name(_code_of(context), "CANCELLED")
+            raise
+        except BaseException:
+            code = _status_name(_code_of(context), "UNKNOWN")
+            raise
+        finally:
+            _reset(token)
+            self._sync._finish(d, info, code, context)
 
     async def intercept_service(
         self,
@@ -446,21 +700,20 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler  # unknown method: grpc answers UNIMPLEMENTED
         method = handler_call_details.method
-        acheck, scheck = self._acheck, self._sync._check
+        acall, astream = self._acall, self._astream
+        scall, sstream = self._sync._call, self._sync._stream
         des, ser = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary is not None:
             uu = handler.unary_unary
             if _is_async(uu):
 
                 async def a_uu(request: Any, context: Any) -> Any:
-                    await acheck(method, context)
-                    return await uu(request, context)
+                    return await acall(method, context, lambda: uu(request, context))
 
                 return grpc.unary_unary_rpc_method_handler(a_uu, des, ser)
 
             def s_uu(request: Any, context: Any) -> Any:
-                scheck(method, context)
-                return uu(request, context)
+                return scall(method, context, lambda: uu(request, context))
 
             return grpc.unary_unary_rpc_method_handler(s_uu, des, ser)
         if handler.unary_stream is not None:
@@ -469,30 +722,28 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if _is_async(us):
 
                 async def a_us(request: Any, context: Any) -> AsyncIterator[Any]:
-                    await acheck(method, context)
-                    async for item in aus(request, context):
+                    # an async generator function: what grpc.aio serves on the loop
+                    async for item in astream(method, context, lambda: aus(request, context)):
                         yield item
 
                 return grpc.unary_stream_rpc_method_handler(a_us, des, ser)
 
             def s_us(request: Any, context: Any) -> Iterator[Any]:
-                scheck(method, context)
-                yield from us(request, context)
+                return sstream(method, context, lambda: us(request, context))
 
             return grpc.unary_stream_rpc_method_handler(s_us, des, ser)
         if handler.stream_unary is not None:
             su = handler.stream_unary
+            asu: Any = su
             if _is_async(su):
 
                 async def a_su(requests: Any, context: Any) -> Any:
-                    await acheck(method, context)
-                    return await su(requests, context)
+                    return await acall(method, context, lambda: asu(requests, context))
 
                 return grpc.stream_unary_rpc_method_handler(a_su, des, ser)
 
             def s_su(requests: Any, context: Any) -> Any:
-                scheck(method, context)
-                return su(requests, context)
+                return scall(method, context, lambda: su(requests, context))
 
             return grpc.stream_unary_rpc_method_handler(s_su, des, ser)
         if handler.stream_stream is not None:
@@ -501,15 +752,14 @@ class AioAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if _is_async(ss):
 
                 async def a_ss(requests: Any, context: Any) -> AsyncIterator[Any]:
-                    await acheck(method, context)
-                    async for item in ass(requests, context):
+                    # an async generator function: what grpc.aio serves on the loop
+                    async for item in astream(method, context, lambda: ass(requests, context)):
                         yield item
 
                 return grpc.stream_stream_rpc_method_handler(a_ss, des, ser)
 
             def s_ss(requests: Any, context: Any) -> Iterator[Any]:
-                scheck(method, context)
-                yield from ss(requests, context)
+                return sstream(method, context, lambda: ss(requests, context))
 
             return grpc.stream_stream_rpc_method_handler(s_ss, des, ser)
         return handler  # pragma: no cover - a handler always has one of the four

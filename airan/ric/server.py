@@ -76,11 +76,15 @@ class ServiceRegistration:
 
 
 def _checked(
-    port: int, security: ServerSecurity | None, services: Sequence[ServiceRegistration]
+    port: int,
+    security: ServerSecurity | None,
+    services: Sequence[ServiceRegistration],
+    host: str,
 ) -> tuple[ServerSecurity, dict[str, Permission]]:
     if not 0 <= port <= 65535:
         raise FieldError("port", f"must be 0..65535 (got {port})")
     sec = security or ServerSecurity()
+    sec.check_host(host)  # no bearer tokens in clear text off loopback unless asked for
     perms: dict[str, Permission] = {}
     names: set[str] = set()
     for i, reg in enumerate(services):
@@ -124,12 +128,14 @@ def build_server(
 
     With ``security.tls`` the port is TLS (mutual TLS with ``tls.client_ca``); otherwise
     plaintext. With ``security.access`` every call needs a bearer token and control
-    methods the ``control`` permission. Each streaming call holds one worker thread while
+    methods the ``control`` permission; tokens without TLS are refused
+    (:class:`FieldError` ``security.tls``) unless ``host`` is a loopback address or
+    ``security.allow_plaintext_tokens`` is set. Each streaming call holds one worker thread while
     open: size ``max_workers`` for the expected subscribers plus unary traffic.
     """
     if max_workers < 1:
         raise FieldError("max_workers", f"must be >= 1 (got {max_workers})")
-    sec, perms = _checked(port, security, services)
+    sec, perms = _checked(port, security, services, host)
     creds = sec.server_credentials()  # TLS files are checked before anything starts
     interceptor = sec.interceptor(perms)
     server = grpc.server(
@@ -160,7 +166,7 @@ async def build_aio_server(
     """
     if migration_workers < 1:
         raise FieldError("migration_workers", f"must be >= 1 (got {migration_workers})")
-    sec, perms = _checked(port, security, services)
+    sec, perms = _checked(port, security, services, host)
     creds = sec.server_credentials()
     interceptor = sec.aio_interceptor(perms)
     server = grpc.aio.server(

@@ -364,6 +364,35 @@ def _policy_message(fields: Mapping[str, Any]) -> e2_pb2.PolicyControl:
     return e2_pb2.PolicyControl(fields=s)
 
 
+def _policy_fields(
+    *,
+    name: str | None = None,
+    guard_us: float | None = None,
+    max_ai_slice_us: float | None = None,
+    ai_share_cap: float | None = None,
+    share_window_us: float | None = None,
+    lookahead_us: float | None = None,
+    tdm_period_us: float | None = None,
+    tdm_radio_share: float | None = None,
+    fifo_depth: int | None = None,
+    tenants: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The policy fields given (not ``None``), as the control's JSON object."""
+    given: dict[str, Any] = {
+        "name": name,
+        "guard_us": guard_us,
+        "max_ai_slice_us": max_ai_slice_us,
+        "ai_share_cap": ai_share_cap,
+        "share_window_us": share_window_us,
+        "lookahead_us": lookahead_us,
+        "tdm_period_us": tdm_period_us,
+        "tdm_radio_share": tdm_radio_share,
+        "fifo_depth": fifo_depth,
+        "tenants": None if tenants is None else {k: dict(v) for k, v in tenants.items()},
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _admission(
     first: e2_pb2.RicSubscriptionEvent,
 ) -> tuple[tuple[int, ...], tuple[NotAdmitted, ...]]:
@@ -519,9 +548,37 @@ class _Cosched:
     def __init__(self, client: E2Client) -> None:
         self._c = client
 
-    def set_policy(self, **fields: Any) -> ControlResult:
-        """Change policy fields (``guard_us``, ``max_ai_slice_us``, ``ai_share_cap``,
-        ``tenants={"llm": {"weight": 2}}``, ...); the rest stays as it is."""
+    def set_policy(
+        self,
+        *,
+        guard_us: float | None = None,
+        max_ai_slice_us: float | None = None,
+        ai_share_cap: float | None = None,
+        share_window_us: float | None = None,
+        lookahead_us: float | None = None,
+        tenants: Mapping[str, Mapping[str, Any]] | None = None,
+        name: str | None = None,
+        tdm_period_us: float | None = None,
+        tdm_radio_share: float | None = None,
+        fifo_depth: int | None = None,
+    ) -> ControlResult:
+        """Change the co-scheduling policy fields given (the others stay as they are):
+        ``guard_us``, ``max_ai_slice_us``, ``ai_share_cap`` (0..1), ``share_window_us``,
+        ``lookahead_us``, ``tenants`` (``{"llm": {"weight": 2}}``, merged per tenant), and
+        ``name``, ``tdm_period_us``, ``tdm_radio_share``, ``fifo_depth``. The node
+        validates the merged policy as a whole (:class:`E2Error` naming the field)."""
+        fields = _policy_fields(
+            name=name,
+            guard_us=guard_us,
+            max_ai_slice_us=max_ai_slice_us,
+            ai_share_cap=ai_share_cap,
+            share_window_us=share_window_us,
+            lookahead_us=lookahead_us,
+            tdm_period_us=tdm_period_us,
+            tdm_radio_share=tdm_radio_share,
+            fifo_depth=fifo_depth,
+            tenants=tenants,
+        )
         fn = self._c.function(COSCHED_OID)
         return self._c.control(
             control_request(
@@ -779,7 +836,33 @@ class _AsyncCosched:
     def __init__(self, client: AsyncE2Client) -> None:
         self._c = client
 
-    async def set_policy(self, **fields: Any) -> ControlResult:
+    async def set_policy(
+        self,
+        *,
+        guard_us: float | None = None,
+        max_ai_slice_us: float | None = None,
+        ai_share_cap: float | None = None,
+        share_window_us: float | None = None,
+        lookahead_us: float | None = None,
+        tenants: Mapping[str, Mapping[str, Any]] | None = None,
+        name: str | None = None,
+        tdm_period_us: float | None = None,
+        tdm_radio_share: float | None = None,
+        fifo_depth: int | None = None,
+    ) -> ControlResult:
+        """:meth:`E2Client.cosched.set_policy <_Cosched.set_policy>`, asynchronously."""
+        fields = _policy_fields(
+            name=name,
+            guard_us=guard_us,
+            max_ai_slice_us=max_ai_slice_us,
+            ai_share_cap=ai_share_cap,
+            share_window_us=share_window_us,
+            lookahead_us=lookahead_us,
+            tdm_period_us=tdm_period_us,
+            tdm_radio_share=tdm_radio_share,
+            fifo_depth=fifo_depth,
+            tenants=tenants,
+        )
         fn = await self._c.function(COSCHED_OID)
         return await self._c.control(
             control_request(

@@ -521,7 +521,9 @@ class KpmActionDefinition(_message.Message):
 
     @_builtins.property
     def ue_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Style 5: the UEs to report (UE indices); empty: every UE the node serves."""
+        """Style 5: the UEs to report, by the node's UE ID: cell * 1000 + C-RNTI (the keys of
+        UeMeasurements.ue_id); empty: every UE the node serves.
+        """
 
     def __init__(
         self,
@@ -732,6 +734,7 @@ class UeMeasurements(_message.Message):
     UE_ID_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     ue_id: _builtins.int
+    """the node's UE ID: cell * 1000 + C-RNTI"""
     @_builtins.property
     def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
@@ -1008,6 +1011,7 @@ class SubscriptionInfo(_message.Message):
     INDICATIONS_SENT_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_NS_FIELD_NUMBER: _builtins.int
+    APP_FIELD_NUMBER: _builtins.int
     ran_function_id: _builtins.int
     reporting_period_ms: _builtins.int
     peer: _builtins.str
@@ -1015,6 +1019,8 @@ class SubscriptionInfo(_message.Message):
     queued: _builtins.int
     """indications waiting for the subscriber"""
     created_unix_ns: _builtins.int
+    app: _builtins.str
+    """the application (access-file name) that created it; empty without access control"""
     @_builtins.property
     def ric_request_id(self) -> Global___RicRequestId: ...
     @_builtins.property
@@ -1032,10 +1038,11 @@ class SubscriptionInfo(_message.Message):
         indications_sent: _builtins.int = ...,
         queued: _builtins.int = ...,
         created_unix_ns: _builtins.int = ...,
+        app: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ric_request_id", b"ric_request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix_ns", b"created_unix_ns", "indications_sent", b"indications_sent", "peer", b"peer", "queued", b"queued", "ran_function_id", b"ran_function_id", "reporting_period_ms", b"reporting_period_ms", "ric_actions", b"ric_actions", "ric_request_id", b"ric_request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "created_unix_ns", b"created_unix_ns", "indications_sent", b"indications_sent", "peer", b"peer", "queued", b"queued", "ran_function_id", b"ran_function_id", "reporting_period_ms", b"reporting_period_ms", "ric_actions", b"ric_actions", "ric_request_id", b"ric_request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
