@@ -502,3 +502,33 @@ def test_period_kpm_from_two_snapshots() -> None:
     with pytest.raises(FieldError):
         period_kpm(t1, t0)
     assert t1.dl.prb_used.flags.writeable is False
+
+
+def test_lookup_tables_match_the_functions() -> None:
+    """The MAC's per-MCS / per-CQI tables give what the table functions give."""
+    import math
+
+    from airan.ran.mac import BLER_SLOPE_PER_DB
+
+    rng = np.random.default_rng(3)
+    for table in (1, 2):
+        mac = make(mcs_table=table, ues=16)
+        for _ in range(20):
+            mac.cqi = rng.integers(0, 16, 16)
+            mac.ul_snr_est = rng.uniform(-15, 35, 16)
+            assert np.array_equal(mac._mcs_of("dl"), tables.mcs_from_cqi(mac.cqi, table))
+            assert np.array_equal(mac._mcs_of("ul"), tables.mcs_from_snr(mac.ul_snr_est, table))
+        rows = tables.mcs_table(table)
+        for n in (1, 3, 8, 16, 29):
+            m = rng.integers(0, len(rows), n)
+            retx = rng.integers(0, 4, n)
+            snr = rng.uniform(-10, 30, n)
+            qm = [rows[i].qm for i in m]
+            rate = [float(rows[i].rate_x1024 or 0.0) for i in m]
+            eff = snr + mac._retx_gain_db[retx]
+            x = BLER_SLOPE_PER_DB * (eff - mac._snr10_by_mcs[m]) + math.log(9.0)
+            p = 1.0 / (1.0 + np.exp(np.clip(x, -50.0, 50.0)))
+            assert np.array_equal(p, bler(qm, rate, snr, retx))
+    with pytest.raises(FieldError):
+        mac.cqi = np.array([16] * 16)
+        mac._mcs_of("dl")

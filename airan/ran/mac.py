@@ -71,8 +71,8 @@ from airan.ran.config import RanConfig
 from airan.ran.numerology import SlotId, dmrs_symbols_type_a
 from airan.ran.tables import (
     cqi_from_snr,
+    cqi_thresholds_db,
     mcs_from_cqi,
-    mcs_from_snr,
     mcs_table,
     snr_for_bler10_db,
     tbs_array,
@@ -377,6 +377,9 @@ class _Dir:
     dmrs: tuple[int, ...]
     retx: dict[tuple[int, int], int] = field(default_factory=dict)
     prb_avail: int = 0
+    lut_sorted: bool = False  # every row of lut non-decreasing
+    full_buffer: bool = False  # every buffer is (and stays) inf
+    lut_rows: list[list[int]] = field(default_factory=list)  # lut.tolist()
 
 
 # -- the MAC ----------------------------------------------------------------------------------
@@ -425,8 +428,23 @@ class Mac:
         self._table = config.mcs_table
         rows = mcs_table(self._table)
         self._se = np.array([(e.qm * e.rate_x1024 / 1024.0) if e.rate_x1024 else 0.0 for e in rows])
+        self._mcs_info: list[tuple[int, float]] = [(e.qm, float(e.rate_x1024 or 0.0)) for e in rows]
+        # the terms of bler(): snr_for_bler10_db(Q_m·R/1024) per MCS, 10·log10(retx + 1)
+        se = (
+            np.array([float(e.qm) for e in rows])
+            * np.array([float(e.rate_x1024 or 0.0) for e in rows])
+            / 1024.0
+        )
+        self._snr10_by_mcs: FloatArray = snr_for_bler10_db(se)
+        self._retx_gain_db: FloatArray = 10.0 * np.log10(np.arange(4, dtype=np.float64) + 1.0)
+        self._mcs_by_cqi: IntArray = mcs_from_cqi(np.arange(16, dtype=np.int64), self._table)
+        # the thresholds of mcs_from_snr
+        self._mcs_thr = snr_for_bler10_db(
+            np.array([e.efficiency for e in rows if e.efficiency is not None])
+        )
         self._dirs = {d: self._make_dir(d) for d in DIRECTIONS}
         snr = self._snr = self.snr_db
+        self._cqi_thr = cqi_thresholds_db(self._table)
         self.cqi: IntArray = cqi_from_snr(snr, self._table)
         self.ul_snr_est: FloatArray = snr.copy()
         self._plan = QuotaPlan.build(config.slice_quotas, self.n_prb)
@@ -467,6 +485,9 @@ class Mac:
             start_symbol=start,
             n_symbols=nsym,
             dmrs=dmrs,
+            lut_sorted=bool(np.all(np.diff(lut, axis=1) >= 0)),
+            full_buffer=full,
+            lut_rows=lut.tolist(),
         )
 
     # -- public state ------------------------------------------------------------------
@@ -557,7 +578,10 @@ class Mac:
         last_report = a - ((a + self._cqi_offset) % p)
         due = last_report > prev
         if due.any():
-            self.cqi = np.where(due, cqi_from_snr(snr, self._table), self.cqi)
+            cqi = np.asarray(
+                np.searchsorted(self._cqi_thr, snr, side="right") - 1, dtype=np.int64
+            )  # = cqi_from_snr(snr, self._table), thresholds computed once
+            self.cqi = np.where(due, cqi, self.cqi)
             self.ul_snr_est = np.where(due, snr, self.ul_snr_est)
         self._arrivals(k)
 
@@ -586,17 +610,43 @@ class Mac:
                     self._dirs[d].buffer += rng.poisson(lam, self.n_ue) * bits * self._on
 
     def _process_feedback(self, a: int) -> None:
-        while self._heap and self._heap[0][0] <= a:
-            _, seq, di, ue, pid = heapq.heappop(self._heap)
-            d = DIRECTIONS[di]
-            h = self._dirs[d].harq[ue][pid]
+        heap = self._heap
+        if not heap or heap[0][0] > a:
+            return
+        pop = heapq.heappop
+        dirs = (self._dirs["dl"], self._dirs["ul"])
+        max_tx = self.config.max_harq_tx
+        while heap and heap[0][0] <= a:
+            _, seq, di, ue, pid = pop(heap)
+            st = dirs[di]
+            h = st.harq[ue][pid]
             if h.state != _WAIT or h.seq != seq:
                 continue  # already resolved (CRC.indication came first)
-            if h.outcome is None:  # the L1 never reported this UL CRC
-                self._dirs[d].counters["crc_timeouts"][ue] += 1
-                self._feedback(d, ue, pid, False)
-            else:
-                self._feedback(d, ue, pid, h.outcome)
+            c = st.counters
+            ok = h.outcome
+            if ok is None:  # the L1 never reported this UL CRC
+                c["crc_timeouts"][ue] += 1
+                ok = False
+            # as _feedback
+            if ok:
+                c["acks"][ue] += 1
+                c["delivered_bits"][ue] += h.payload
+                if not h.last_piece:
+                    c["vol_bits"][ue] += h.payload
+                h.state = _FREE
+                st.free[ue] += 1
+                continue
+            c["nacks"][ue] += 1
+            if h.ntx >= max_tx:
+                c["drops"][ue] += 1
+                c["dropped_bits"][ue] += h.payload
+                h.state = _FREE
+                st.free[ue] += 1
+                continue
+            h.state = _RETX
+            self._order += 1
+            h.order = self._order
+            st.retx[(ue, pid)] = self._order
 
     def _feedback(self, d: Direction, ue: int, pid: int, ok: bool) -> None:
         st = self._dirs[d]
@@ -655,6 +705,19 @@ class Mac:
         self._plan_groups = (plan, gk, groups)
         return gk, groups
 
+    def _mcs_of(self, d: Direction) -> IntArray:
+        """The MCS of each UE for direction ``d``: :func:`mcs_from_cqi` of the CQI (DL) or
+        :func:`mcs_from_snr` of the UL estimate, by lookup in tables made once (elementwise
+        the same result)."""
+        if d == "dl":
+            cqi = self.cqi
+            if cqi.dtype == np.int64 and cqi.ndim == 1 and cqi.min() >= 0 and cqi.max() <= 15:
+                return self._mcs_by_cqi[cqi]
+            return mcs_from_cqi(cqi, self._table)  # raises on a CQI out of range
+        return np.asarray(
+            np.searchsorted(self._mcs_thr, self.ul_snr_est, side="right") - 1, dtype=np.int64
+        )
+
     def _schedule_dir(
         self, d: Direction, a: int, slot: SlotId, plan: QuotaPlan
     ) -> tuple[Grant, ...]:
@@ -669,59 +732,76 @@ class Mac:
         reserving = [g for g in groups if ded[g]]
         used = dict.fromkeys(groups, 0)
         free = n_rb
+        max_ues = c.max_ues_per_slot
+        harq = st.harq
 
         def room(g: SliceKey | None) -> int:
             """PRBs group g may still take: its max, and other slices' unused dedicated PRBs
             withheld."""
-            reserve = sum(max(0, ded[t] - used[t]) for t in reserving if t != g)
-            return max(0, min(maxs[g] - used[g], free - reserve))
+            r = maxs[g] - used[g]
+            f = free
+            if reserving:
+                for t in reserving:
+                    if t != g:
+                        x = ded[t] - used[t]
+                        if x > 0:
+                            f -= x
+            if f < r:
+                r = f
+            return r if r > 0 else 0
 
         allocs: list[tuple[int, int, int | None]] = []  # (ue, n_prb, retx pid or None)
         taken: set[int] = set()
         # 1. retransmissions, oldest NACK first, same PRB count
-        for (ue, pid), _ in sorted(st.retx.items(), key=lambda kv: kv[1]):
-            if len(taken) >= c.max_ues_per_slot:
-                break
-            if ue in taken:
-                continue
-            n = st.harq[ue][pid].n_prb
-            g = gk[ue]
-            if n <= room(g):
-                allocs.append((ue, n, pid))
-                taken.add(ue)
-                used[g] += n
-                free -= n
+        if st.retx:
+            for (ue, pid), _ in sorted(st.retx.items(), key=lambda kv: kv[1]):
+                if len(taken) >= max_ues:
+                    break
+                if ue in taken:
+                    continue
+                n = harq[ue][pid].n_prb
+                g = gk[ue]
+                if n <= room(g):
+                    allocs.append((ue, n, pid))
+                    taken.add(ue)
+                    used[g] += n
+                    free -= n
         # 2. new transmissions, proportional fair
-        mcs = (
-            mcs_from_cqi(self.cqi, self._table) if d == "dl"
-            else mcs_from_snr(self.ul_snr_est, self._table)
-        )  # fmt: skip
+        mcs = self._mcs_of(d)
         buf = st.buffer
         ok = (buf > 0) & (st.free > 0) & (mcs >= 0)
         if taken:
             ok[list(taken)] = False
         give: dict[int, int] = {}
         rank: dict[int, int] = {}
-        slots_left = c.max_ues_per_slot - len(taken)
+        slots_left = max_ues - len(taken)
         if free > 0 and slots_left > 0 and ok.any():
             metric = self._se[np.maximum(mcs, 0)] * c.layers / np.maximum(st.avg, 1e-9)
             idx = np.flatnonzero(ok)
             order: list[int] = idx[np.lexsort((idx, -metric[idx]))].tolist()
             rank = {u: i for i, u in enumerate(order)}
-            need: dict[int, int] = {}
-
-            def need_of(u: int) -> int:
-                """PRBs that empty u's buffer at its MCS (all of them for full buffer)."""
-                if u not in need:
-                    row = st.lut[int(mcs[u])]
-                    need[u] = min(n_rb, int(np.searchsorted(row, buf[u], side="left")))
-                return need[u]
+            # PRBs that empty each candidate's buffer at its MCS (all of them for full
+            # buffer): searchsorted(row, buf, "left") on a non-decreasing row
+            if st.full_buffer:  # buffers stay inf: every row of lut is < inf
+                need = dict.fromkeys(order, n_rb)
+            elif st.lut_sorted:
+                nv = (st.lut[mcs[idx]] < buf[idx, None]).sum(axis=1)
+                need = dict(zip(idx.tolist(), np.minimum(nv, n_rb).tolist(), strict=True))
+            else:
+                need = {
+                    u: min(n_rb, int(np.searchsorted(st.lut[int(mcs[u])], buf[u], side="left")))
+                    for u in order
+                }
 
             def fill(cands: list[int], budget: int) -> None:
                 """Water-fill ``budget`` PRBs over the best candidates (equal shares, each
                 capped by its need and its slice's room)."""
                 nonlocal free, slots_left
-                active = [u for u in give if u in cands]
+                if give:
+                    cset = set(cands)
+                    active = [u for u in give if u in cset]
+                else:
+                    active = []
                 for u in cands:
                     if slots_left <= 0:
                         break
@@ -731,76 +811,139 @@ class Mac:
                         slots_left -= 1
                 active.sort(key=rank.__getitem__)
                 while budget > 0 and active:
-                    share = max(1, budget // len(active))
+                    share = budget // len(active)
+                    if share < 1:
+                        share = 1
                     progressed = False
                     nxt = []
                     for u in active:
                         if budget <= 0:
                             break
                         g = gk[u]
-                        r = min(share, need_of(u) - give[u], room(g), budget)
+                        gu = give[u]
+                        nu = need[u]
+                        r = nu - gu
+                        if share < r:
+                            r = share
+                        rm = room(g)
+                        if rm < r:
+                            r = rm
+                        if budget < r:
+                            r = budget
                         if r > 0:
-                            give[u] += r
+                            gu += r
+                            give[u] = gu
                             used[g] += r
                             free -= r
                             budget -= r
                             progressed = True
-                        if need_of(u) > give[u] and room(g) > 0:
+                            rm = room(g)
+                        if nu > gu and rm > 0:
                             nxt.append(u)
                     if not progressed:
                         break
                     active = nxt
 
-            # 2a. slices with data below their minimum first (TS 28.541 rRMPolicyMinRatio)
-            for g in groups:
-                short = mins[g] - used[g]
-                if g is not None and short > 0:
-                    cands = [u for u in order if gk[u] == g]
-                    if cands:
-                        fill(cands, min(short, room(g)))
-            # 2b. what is left, by PF metric
-            fill(order, free)
+            if not give and groups == [None]:
+                # No quota: one group, room(None) == free (it takes every PRB used), and
+                # give is empty, so fill(order, free) reduces to this.
+                active = []
+                for u in order:
+                    if slots_left <= 0 or free <= 0:
+                        break
+                    give[u] = 0
+                    active.append(u)
+                    slots_left -= 1
+                budget = free
+                while budget > 0 and active:
+                    share = budget // len(active)
+                    if share < 1:
+                        share = 1
+                    progressed = False
+                    nxt = []
+                    for u in active:
+                        if budget <= 0:
+                            break
+                        gu = give[u]
+                        nu = need[u]
+                        r = nu - gu
+                        if share < r:
+                            r = share
+                        if free < r:
+                            r = free
+                        if budget < r:
+                            r = budget
+                        if r > 0:
+                            gu += r
+                            give[u] = gu
+                            free -= r
+                            budget -= r
+                            progressed = True
+                        if nu > gu and free > 0:
+                            nxt.append(u)
+                    if not progressed:
+                        break
+                    active = nxt
+                used[None] = n_rb - free
+            else:
+                # 2a. slices with data below their minimum first (TS 28.541 rRMPolicyMinRatio)
+                for g in groups:
+                    short = mins[g] - used[g]
+                    if g is not None and short > 0:
+                        cands = [u for u in order if gk[u] == g]
+                        if cands:
+                            fill(cands, min(short, room(g)))
+                # 2b. what is left, by PF metric
+                fill(order, free)
             give = {u: v for u, v in give.items() if v > 0}
         # 3. lay out contiguous ranges and build the grants
         grants: list[Grant] = []
         cursor = 0
-        slot_prb = st.counters["prb_used"]
+        cnt = st.counters
+        slot_prb = cnt["prb_used"]
+        tb_new = cnt["tb_new"]
+        tb_retx = cnt["tb_retx"]
         active_before = buf > 0
         emptied = np.zeros(self.n_ue, dtype=bool)
         served = np.zeros(self.n_ue)
         new_allocs: list[tuple[int, int, int | None]] = [
             (u, v, None) for u, v in sorted(give.items(), key=lambda kv: rank[kv[0]])
         ]
-        sent: list[tuple[Grant, _Harq]] = []
+        sent: list[tuple[int, int, _Harq]] = []
+        mcs_info = self._mcs_info
+        rntis, snssai = self.rntis, self.ue_snssai
+        table, layers = self._table, c.layers
+        start_symbol, n_symbols, dmrs = st.start_symbol, st.n_symbols, st.dmrs
+        retx_map = st.retx
         for ue, n, retx_pid in allocs + new_allocs:
             if retx_pid is None:
                 pid = self._new_tb(st, ue, n, int(mcs[ue]))
-                served[ue] = st.harq[ue][pid].payload
-                emptied[ue] = st.harq[ue][pid].last_piece
-                st.counters["tb_new"][ue] += 1
+                h = harq[ue][pid]
+                served[ue] = h.payload
+                emptied[ue] = h.last_piece
+                tb_new[ue] += 1
             else:
                 pid = retx_pid
-                st.retx.pop((ue, pid))
-                st.counters["tb_retx"][ue] += 1
-            h = st.harq[ue][pid]
-            h.ntx += 1
-            h.seq = self._next_seq()
+                del retx_map[(ue, pid)]
+                tb_retx[ue] += 1
+                h = harq[ue][pid]
+            ntx = h.ntx = h.ntx + 1
+            self._seq += 1
+            h.seq = self._seq
             h.state = _WAIT
             h.tx_index = a
             h.tx_slot = slot
-            e = mcs_table(self._table)[h.mcs]
+            qm, code_rate = mcs_info[h.mcs]
             grant = Grant(
-                direction=d, ue=ue, rnti=self.rntis[ue], snssai=self.ue_snssai[ue],
-                prb_start=cursor, n_prb=n, start_symbol=st.start_symbol, n_symbols=st.n_symbols,
-                dmrs_symbols=st.dmrs, mcs=h.mcs, mcs_table=self._table, qm=e.qm,
-                code_rate=float(e.rate_x1024 or 0.0), layers=c.layers, tbs=h.tbs, harq_id=pid,
-                rv=RV_SEQUENCE[(h.ntx - 1) % 4], ndi=h.ndi, retx=h.ntx - 1,
+                d, ue, rntis[ue], snssai[ue], cursor, n, start_symbol, n_symbols, dmrs, h.mcs,
+                table, qm, code_rate, layers, h.tbs, pid, RV_SEQUENCE[(ntx - 1) % 4], h.ndi,
+                ntx - 1,
             )  # fmt: skip
             cursor += n
             slot_prb[ue] += n
             grants.append(grant)
-            sent.append((grant, h))
-        st.counters["thp_slots"] += (active_before & ~emptied).astype(np.int64)
+            sent.append((ue, pid, h))
+        cnt["thp_slots"] += (active_before & ~emptied).astype(np.int64)
         self._await(d, a, sent)
         st.prb_avail += n_rb
         st.avg += (served - st.avg) / c.pf_window_slots
@@ -811,32 +954,40 @@ class Mac:
         return self._seq
 
     def _new_tb(self, st: _Dir, ue: int, n: int, mcs: int) -> int:
-        pid = next(i for i, h in enumerate(st.harq[ue]) if h.state == _FREE)
-        h = st.harq[ue][pid]
+        procs = st.harq[ue]
+        for pid, h in enumerate(procs):  # noqa: B007
+            if h.state == _FREE:
+                break
+        else:
+            raise RuntimeError("no free HARQ process")
         st.free[ue] -= 1
         h.ndi ^= 1
         h.ntx = 0
         h.n_prb = n
         h.mcs = mcs
-        h.tbs = int(st.lut[mcs, n])
-        have = st.buffer[ue]
-        h.payload = float(min(h.tbs, have))
-        st.buffer[ue] = have - h.payload
-        h.last_piece = bool(st.buffer[ue] <= 0)
+        h.tbs = tbs = st.lut_rows[mcs][n]
+        have = float(st.buffer[ue])
+        h.payload = payload = float(min(tbs, have))
+        left = have - payload
+        st.buffer[ue] = left
+        h.last_piece = left <= 0
         h.outcome = None
         return pid
 
-    def _await(self, d: Direction, a: int, sent: list[tuple[Grant, _Harq]]) -> None:
-        """Decide (link abstraction, one vectorised draw) or await each TB's outcome."""
+    def _await(self, d: Direction, a: int, sent: list[tuple[int, int, _Harq]]) -> None:
+        """Decide (link abstraction, one vectorised draw) or await each TB's outcome.
+
+        The draw is against :func:`bler`, computed here from per-MCS and per-retransmission
+        tables of its terms (the same elementwise operations on the same values)."""
         if not sent:
             return
         c = self.config
-        g = [x[0] for x in sent]
-        p = bler(
-            [x.qm for x in g], [x.code_rate for x in g], self._snr[[x.ue for x in g]],
-            [x.retx for x in g],
-        )  # fmt: skip
-        ok = self._rng_link.random(len(g)) >= p
+        snr10 = self._snr10_by_mcs[[h.mcs for _, _, h in sent]]
+        gain = self._retx_gain_db[[h.ntx - 1 for _, _, h in sent]]
+        eff = self._snr[[ue for ue, _, _ in sent]] + gain
+        x = BLER_SLOPE_PER_DB * (eff - snr10) + math.log(9.0)
+        p = 1.0 / (1.0 + np.exp(np.clip(x, -50.0, 50.0)))
+        ok = self._rng_link.random(len(sent)) >= p
         if d == "dl":
             due, decide = a + c.k1_slots, True
         elif not self.ul_crc_from_l1:
@@ -844,10 +995,12 @@ class Mac:
         else:
             due = a + c.ul_deadline_slots + 1 + c.slot_ahead + UL_CRC_GRACE_SLOTS
             decide = False
-        di = DIRECTIONS.index(d)
-        for (grant, h), o in zip(sent, ok.tolist(), strict=True):
+        di = 0 if d == "dl" else 1
+        heap = self._heap
+        push = heapq.heappush
+        for (ue, pid, h), o in zip(sent, ok.tolist(), strict=True):
             h.outcome = bool(o) if decide else None
-            heapq.heappush(self._heap, (due, h.seq, di, grant.ue, grant.harq_id))
+            push(heap, (due, h.seq, di, ue, pid))
 
     # -- KPM -----------------------------------------------------------------------------
     def counters(self) -> MacCounters:
