@@ -630,6 +630,23 @@ class _Endpoint:
             self._last_seq.popitem(last=False)
         return None
 
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Handle incoming messages: wait up to ``timeout_ms`` for the first, then take
+        what is queued without blocking. Returns how many were handled."""
+        n = 0
+        if timeout_ms > 0 and not self._sock.poll(timeout_ms, zmq.POLLIN):
+            return 0
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return n
+            n += 1
+            self._on_frames(frames)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        raise NotImplementedError
+
     def counters(self) -> dict[str, Any]:
         """JSON-ready counters of this endpoint (see :class:`FapiCounters`)."""
         return self.stats.as_dict()
@@ -782,19 +799,6 @@ class L1Endpoint(_Endpoint):
         self._no_more_indications = False
 
     # -- receive ----------------------------------------------------------------------------
-    def poll(self, timeout_ms: int = 0) -> int:
-        """Handle incoming messages: wait up to ``timeout_ms`` for the first, then take
-        what is queued without blocking. Returns how many were handled."""
-        n = 0
-        if timeout_ms > 0 and not self._sock.poll(timeout_ms, zmq.POLLIN):
-            return 0
-        while True:
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return n
-            n += 1
-            self._on_frames(frames)
 
     def _on_frames(self, frames: list[bytes]) -> None:
         identity = frames[0]
@@ -1456,19 +1460,6 @@ class L2Endpoint(_Endpoint):
         out["ul_pdus_awaiting_crc"] = self.ul_pdus_awaiting_crc
         return out
 
-    def poll(self, timeout_ms: int = 0) -> int:
-        """Handle incoming messages: wait up to ``timeout_ms`` for the first, then take
-        what is queued without blocking. Returns how many were handled."""
-        n = 0
-        if timeout_ms > 0 and not self._sock.poll(timeout_ms, zmq.POLLIN):
-            return 0
-        while True:
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return n
-            n += 1
-            self._on_frames(frames)
 
     def _refuse(self, err: FapiError, msg: FapiMessage | None) -> None:
         self.stats.rejected[err.code_name] += 1
