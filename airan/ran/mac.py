@@ -844,57 +844,15 @@ class Mac:
                         break
                     active = nxt
 
-            if not give and groups == [None]:
-                # No quota: one group, room(None) == free (it takes every PRB used), and
-                # give is empty, so fill(order, free) reduces to this.
-                active = []
-                for u in order:
-                    if slots_left <= 0 or free <= 0:
-                        break
-                    give[u] = 0
-                    active.append(u)
-                    slots_left -= 1
-                budget = free
-                while budget > 0 and active:
-                    share = budget // len(active)
-                    if share < 1:
-                        share = 1
-                    progressed = False
-                    nxt = []
-                    for u in active:
-                        if budget <= 0:
-                            break
-                        gu = give[u]
-                        nu = need[u]
-                        r = nu - gu
-                        if share < r:
-                            r = share
-                        if free < r:
-                            r = free
-                        if budget < r:
-                            r = budget
-                        if r > 0:
-                            gu += r
-                            give[u] = gu
-                            free -= r
-                            budget -= r
-                            progressed = True
-                        if nu > gu and free > 0:
-                            nxt.append(u)
-                    if not progressed:
-                        break
-                    active = nxt
-                used[None] = n_rb - free
-            else:
-                # 2a. slices with data below their minimum first (TS 28.541 rRMPolicyMinRatio)
-                for g in groups:
-                    short = mins[g] - used[g]
-                    if g is not None and short > 0:
-                        cands = [u for u in order if gk[u] == g]
-                        if cands:
-                            fill(cands, min(short, room(g)))
-                # 2b. what is left, by PF metric
-                fill(order, free)
+            # 2a. slices with data below their minimum first (TS 28.541 rRMPolicyMinRatio)
+            for g in groups:
+                short = mins[g] - used[g]
+                if g is not None and short > 0:
+                    cands = [u for u in order if gk[u] == g]
+                    if cands:
+                        fill(cands, min(short, room(g)))
+            # 2b. what is left, by PF metric
+            fill(order, free)
             give = {u: v for u, v in give.items() if v > 0}
         # 3. lay out contiguous ranges and build the grants
         grants: list[Grant] = []
