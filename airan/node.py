@@ -154,14 +154,13 @@ class Node:
 
         cfg = config if config is not None else NodeConfig()
         du = DuWorkload(cfg.ran, seed=seed)
-        executor = PacedSimExecutor(du.profile(), seed=seed, model=du.cost_model)
+        wl = SyntheticWorkload(seed=seed)  # its AI decoder's durations, if ai
+        executor = PacedSimExecutor(wl.profile() if ai else {}, seed=seed, model=du.cost_model)
         arb = Arbiter(executor, cfg.policy, queue_capacity=1 << 14)
         node = cls(cfg, arb, du)
         if ai:
             from airan.core.slices import AiJob
 
-            wl = SyntheticWorkload(seed=seed)
-            executor._profile.update(wl.profile())
             for tenant in cfg.policy.tenants or {"llm": TenantPolicy()}:
                 arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant=tenant))
         return node

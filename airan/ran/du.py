@@ -23,7 +23,7 @@ Two ways to run the L1:
   as NVIDIA's cuBB test MAC replays its TVs; the CRCs of those decodes are counted
   (``airan.L1CrcOkRatio``), while the live MAC decides its HARQ outcomes with its link
   model (:func:`airan.ran.mac.link_ok`), since the replayed samples are not its UEs'.
-* on a **simulated device** (``profile()``/``cost_model``), durations are drawn from
+* on a **simulated device** (``cost_model``), durations are drawn from
   a stated cost model of the same slices and shapes (no kernels run).
 """
 
@@ -193,11 +193,7 @@ class DuWorkload:
         """perf_counter_ns of the L2's last slot request (here: the last MAC decision)."""
         return self._last_schedule_ns
 
-    # -- the simulated device ------------------------------------------------------
-    def profile(self) -> dict[SliceKey, DurationDist]:
-        """Durations of the slices known up front (the rest come from :func:`cost_model`)."""
-        return {}
-
+    # -- the simulated device: durations from the cost model --------------------------
     cost_model = staticmethod(cost_model)
 
     def describe(self) -> dict[str, Any]:
