@@ -104,7 +104,9 @@ def test_config_defaults() -> None:
      ({"slice_quotas": [{"snssai": {"sst": 1}, "min_ratio": 50, "max_ratio": 40}]},
       "ran.slice_quotas.0"),
      ({"ues": 2, **two_slices(), "ue_slices": [0, 2]}, "ran.ue_slices"),
-     ({"ues": 2, **two_slices(), "ue_slices": [0]}, "ran.ue_slices")],
+     ({"ues": 2, **two_slices(), "ue_slices": [0]}, "ran.ue_slices"),
+     ({"ul_start_symbol": 3, "ul_symbols": 11, "dmrs_additional_position": 3},
+      "ran.dmrs_additional_position")],
 )  # fmt: skip
 def test_config_errors_name_the_field(data: dict[str, Any], field: str) -> None:
     with pytest.raises(FieldError) as e:

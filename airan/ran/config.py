@@ -133,6 +133,17 @@ class RanConfig(CheckedModel):
             )
         return v
 
+    @field_validator("dmrs_additional_position")
+    @classmethod
+    def _dmrs_position(cls, v: int, info: ValidationInfo) -> int:
+        starts = (info.data.get("dl_start_symbol"), info.data.get("ul_start_symbol"))
+        if v == 3 and 3 in starts:
+            raise ValueError(
+                "3 is allowed only with dmrs-TypeA-Position 2 (TS 38.211 §6.4.1.1.3): "
+                "a start symbol of 3 needs position 3"
+            )
+        return v
+
     @field_validator("snr_db_range")
     @classmethod
     def _snr_range(cls, v: tuple[float, float]) -> tuple[float, float]:

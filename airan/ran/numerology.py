@@ -204,33 +204,23 @@ def sample_rate_hz(mu: int, n_fft: int) -> int:
     return n_fft * scs_khz(mu) * 1000
 
 
-# TS 38.211 Table 7.4.1.1.2-3 (PDSCH) / Table 6.4.1.1.3-3 (PUSCH), mapping type A, single-
-# symbol DM-RS: positions after l0 by duration l_d (8..14) and dmrs-AdditionalPosition.
-_DMRS_TYPE_A: dict[int, tuple[tuple[int, ...], ...]] = {
-    8: ((), (7,), (7,), (7,)),
-    9: ((), (7,), (7,), (7,)),
-    10: ((), (9,), (6, 9), (6, 9)),
-    11: ((), (9,), (6, 9), (6, 9)),
-    12: ((), (9,), (6, 9), (5, 8, 11)),
-    13: ((), (11,), (7, 11), (5, 8, 11)),
-    14: ((), (11,), (7, 11), (5, 8, 11)),
-}
-
-
 def dmrs_symbols_type_a(duration: int, additional_position: int, l0: int = 2) -> tuple[int, ...]:
-    """DM-RS symbol indices in the slot, mapping type A, single-symbol DM-RS.
+    """DM-RS symbol indices in the slot, mapping type A, single-symbol DM-RS, for an
+    allocation from symbol 0 (TS 38.211 Table 7.4.1.1.2-3 / 6.4.1.1.3-3).
 
-    TS 38.211 Table 7.4.1.1.2-3 / 6.4.1.1.3-3: ``duration`` is l_d, the symbols from the
-    slot start to the end of the allocation (8..14 here), ``l0`` the dmrs-TypeA-Position
-    (2 or 3), ``additional_position`` 0..3.
+    ``duration`` is l_d, the symbols from the slot start to the end of the allocation
+    (8..14 here, the MAC's allocations), ``l0`` the dmrs-TypeA-Position (2 or 3),
+    ``additional_position`` 0..3. The table is the L1's (:func:`airan.ran.phy.dmrs.dmrs_symbols`).
     """
-    if duration not in _DMRS_TYPE_A:
+    from airan.ran.phy.dmrs import dmrs_symbols
+
+    if duration not in range(8, 15):
         raise FieldError("duration", "type A DM-RS positions are tabulated here for 8..14 symbols")
     if additional_position not in (0, 1, 2, 3):
         raise FieldError("dmrs_additional_position", "must be 0, 1, 2 or 3")
     if l0 not in (2, 3):
         raise FieldError("l0", "dmrs-TypeA-Position must be 2 or 3")
-    return (l0, *_DMRS_TYPE_A[duration][additional_position])
+    return dmrs_symbols(0, duration, additional_position, l0)
 
 
 @functools.total_ordering
