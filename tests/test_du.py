@@ -93,3 +93,8 @@ def test_simulation_is_deterministic() -> None:
     b = simulate(300, Policy(), seed=9, workload=_cfg())
     assert a.ran.latency_us == b.ran.latency_us
     assert np.isclose(a.ai.busy_ratio, b.ai.busy_ratio)
+
+
+def test_one_l1_per_cell_is_required() -> None:
+    with pytest.raises(FieldError, match="one L1Work per cell"):
+        DuWorkload(_cfg(cells=2), seed=1, l1=[])

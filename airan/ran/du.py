@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from airan.core.errors import FieldError
 from airan.core.rrm import SliceQuota, check_quotas
 from airan.core.slices import RanTask, Slice, SliceKey, SliceKind
 from airan.ran.config import RanConfig
@@ -167,7 +168,9 @@ class DuWorkload:
         self.slot_ns = config.slot_ns
         self.l1 = tuple(l1) if l1 is not None else None
         if self.l1 is not None and len(self.l1) != config.cells:
-            raise ValueError("one L1Work per cell")
+            raise FieldError(
+                "l1", f"one L1Work per cell: {config.cells} expected, got {len(self.l1)}"
+            )
         self._rng = np.random.default_rng(seed)
         self._last_schedule_ns: int | None = None
         self.l1_crc_ok = 0

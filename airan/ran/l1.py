@@ -180,7 +180,10 @@ class L1Work:
             samples = xp.asarray(awgn(y, 0.0, rng))
             self._tvs.append(_Tv(n, self.rx.plan(grants, n), samples, len(grants)))
         if not self._tvs:
-            raise ValueError("the MAC scheduled no uplink: no test vectors")
+            raise FieldError(
+                "config.traffic",
+                f"the MAC scheduled no uplink in {index} slots: no uplink test vectors to record",
+            )
         #: why the uplink runs uncaptured although graphs were asked for on CuPy
         self.graph_error: str | None = None
         self._ul_graphs: list[_UlGraphs] | None = None
