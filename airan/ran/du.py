@@ -103,6 +103,58 @@ def dl_shape(config: RanConfig, dl: Sequence[Grant]) -> tuple[str, dict[str, int
     return ("pdsch.tx", {"kbits": _kbits(bits), "layers": config.layers, "prb": _bucket(prbs, 16)})
 
 
+Bound = Callable[[str, dict[str, int]], int]
+
+
+def ul_task(
+    config: RanConfig,
+    start_ns: int,
+    slot: int,
+    cell: int,
+    grants: Sequence[Any],
+    works: Sequence[Callable[[], object] | None],
+    bound: Bound,
+) -> RanTask:
+    """The uplink task of ``slot`` (slot 0 starts at ``start_ns``): released when the
+    slot's last samples are in, ``t(slot + 1)``, due ``ul_deadline_slots`` later
+    (TS 38.211 §4.3). ``grants`` have ``n_prb``, ``layers`` and ``tbs``; ``works`` are
+    the three stages' work (``None`` on a simulated device); ``bound(op, shape)`` each
+    slice's declared bound."""
+    T = config.slot_ns
+    release = start_ns + (slot + 1) * T
+    slices = tuple(
+        Slice.make(SliceKind.RAN, op, bound(op, f), f, w)
+        for (op, f), w in zip(ul_shapes(config, grants), works, strict=True)
+    )
+    deadline = release + config.ul_deadline_slots * T
+    return RanTask(release, deadline, slices, name="pusch", slot=slot, cell=cell)
+
+
+def dl_task(
+    config: RanConfig,
+    start_ns: int,
+    slot: int,
+    cell: int,
+    grants: Sequence[Any],
+    work: Callable[[], object] | None,
+    bound: Bound,
+) -> RanTask:
+    """The downlink task of ``slot``: released ``slot_ahead - 1`` slots before its air
+    time (the L2's requests are in), due at air time minus ``dl_advance_us``."""
+    T = config.slot_ns
+    release = start_ns + (slot - config.slot_ahead + 1) * T
+    air = start_ns + slot * T
+    deadline = max(release + 1, air - round(config.dl_advance_us * 1000))
+    op, f = dl_shape(config, grants)
+    s = Slice.make(SliceKind.RAN, op, bound(op, f), f, work)
+    return RanTask(release, deadline, (s,), name="pdsch", slot=slot, cell=cell)
+
+
+def model_bound(op: str, shape: dict[str, int]) -> int:
+    """A slice's declared bound on a simulated device: the cost model's worst case."""
+    return cost_model((op, tuple(sorted(shape.items())))).max_ns
+
+
 def cost_model(key: SliceKey) -> DurationDist:
     """A stated cost model of the L1 slices on a GPU-class device (not a measurement):
     front end ∝ PRBs·antennas, equalisation ∝ PRBs·antennas·layers², decoding and
@@ -206,59 +258,35 @@ class DuWorkload:
     def radio_tasks(self, start_ns: int, slots: int) -> Iterator[RanTask]:
         """The radio tasks of ``slots`` slots, slot 0 starting at ``start_ns``, in release
         order. The MAC schedules each slot ``slot_ahead - 1`` slots before it starts."""
-        cfg = self.config
-        T = self.slot_ns
-        lead = cfg.slot_ahead - 1
-        dl_due = round(cfg.dl_advance_us * 1000)
-        K = cfg.ul_deadline_slots
-        mu = cfg.numerology
+        lead = self.config.slot_ahead - 1
+        mu = self.config.numerology
         pending: dict[int, list[SlotDecision]] = {}
         for m in range(slots + 1):
-            t_m = start_ns + m * T
-            # UL of slot m-1: its last samples are in at t(m)
-            ul = pending.pop(m - 1, None)
-            if ul is not None:
-                for cell, dec in enumerate(ul):
-                    if dec.ul:
-                        yield self._ul_task(cell, dec, t_m, t_m + K * T, m - 1)
+            for cell, dec in enumerate(pending.pop(m - 1, ())):  # slot m-1 has ended
+                if dec.ul:
+                    yield self._ul_task(start_ns, m - 1, cell, dec)
             s = m + lead
             if s >= slots or m == slots:
                 continue
-            slot_id = SlotId.from_index(s, mu)
-            decisions = [mac.schedule(slot_id) for mac in self.macs]
+            decisions = [mac.schedule(SlotId.from_index(s, mu)) for mac in self.macs]
             self._last_schedule_ns = time.perf_counter_ns()
             pending[s] = decisions
             for cell, dec in enumerate(decisions):
                 if dec.dl:
-                    t_air = start_ns + s * T
-                    yield self._dl_task(cell, dec, t_m, max(t_m + 1, t_air - dl_due), s)
+                    yield self._dl_task(start_ns, s, cell, dec)
 
-    def _ul_task(
-        self, cell: int, dec: SlotDecision, release: int, deadline: int, n: int
-    ) -> RanTask:
-        shapes = ul_shapes(self.config, dec.ul)
-        works: list[Callable[[], object] | None] = [None, None, None]
-        bounds = [cost_model((op, tuple(sorted(f.items())))).max_ns for op, f in shapes]
-        if self.l1 is not None:
-            works = list(self.l1[cell].ul_work(n, self._count_crc))
-            bounds = [self.l1[cell].bound(op, f) for op, f in shapes]
-        slices = tuple(
-            Slice.make(SliceKind.RAN, op, b, f, w)
-            for (op, f), b, w in zip(shapes, bounds, works, strict=True)
-        )
-        return RanTask(release, deadline, slices, name="pusch", slot=n, cell=cell)
+    def _ul_task(self, start_ns: int, n: int, cell: int, dec: SlotDecision) -> RanTask:
+        if self.l1 is None:
+            return ul_task(self.config, start_ns, n, cell, dec.ul, (None,) * 3, model_bound)
+        l1 = self.l1[cell]
+        works = l1.ul_work(n, self._count_crc)
+        return ul_task(self.config, start_ns, n, cell, dec.ul, works, l1.bound)
 
-    def _dl_task(
-        self, cell: int, dec: SlotDecision, release: int, deadline: int, n: int
-    ) -> RanTask:
-        op, f = dl_shape(self.config, dec.dl)
-        work: Callable[[], object] | None = None
-        bound = cost_model((op, tuple(sorted(f.items())))).max_ns
-        if self.l1 is not None:
-            work = self.l1[cell].dl_work(dec)
-            bound = self.l1[cell].bound(op, f)
-        s = Slice.make(SliceKind.RAN, op, bound, f, work)
-        return RanTask(release, deadline, (s,), name="pdsch", slot=n, cell=cell)
+    def _dl_task(self, start_ns: int, n: int, cell: int, dec: SlotDecision) -> RanTask:
+        if self.l1 is None:
+            return dl_task(self.config, start_ns, n, cell, dec.dl, None, model_bound)
+        l1 = self.l1[cell]
+        return dl_task(self.config, start_ns, n, cell, dec.dl, l1.dl_work(dec), l1.bound)
 
     def _count_crc(self, ok: int, total: int) -> None:
         self.l1_crc_ok += ok

@@ -26,10 +26,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airan.core.errors import FieldError
-from airan.core.slices import RanTask, Slice, SliceKind
+from airan.core.slices import RanTask
 from airan.ran import fapi
 from airan.ran.config import RanConfig
-from airan.ran.du import dl_shape, ul_shapes
+from airan.ran.du import dl_task, ul_task
 from airan.ran.l1 import L1Work
 
 
@@ -128,21 +128,17 @@ class FapiDu:
         Before closing the requests of a slot it yields the time to be asked again
         (half a slot before the release of that slot's work), so the L1 ticks with the
         clock and never runs ahead of what the L2 has had time to send."""
-        cfg = self.config
         T = self.slot_ns
-        ahead = cfg.slot_ahead
+        ahead = self.config.slot_ahead
         lead = ahead - 1
-        dl_due = round(cfg.dl_advance_us * 1000)
-        K = cfg.ul_deadline_slots
         pending: dict[int, list[tuple[int, fapi.SlotRequest]]] = {}
         for m in range(slots + 1):
-            t_m = start_ns + m * T
-            for cell, ul in pending.pop(m - 1, []):
-                yield self._ul_task(cell, ul, t_m, t_m + K * T, m - 1)
+            for cell, ul in pending.pop(m - 1, []):  # slot m-1 has ended
+                yield self._ul_task(start_ns, m - 1, cell, ul)
             s = m + lead
             if m == slots or s >= slots:
                 continue
-            yield t_m - T // 2
+            yield start_ns + m * T - T // 2
             for cell, ep in enumerate(self.links):
                 req = ep.tick(s, indicate=s + ahead < slots, last=s + ahead == slots - 1)
                 if req is None:
@@ -150,12 +146,9 @@ class FapiDu:
                 if req.ul:
                     pending.setdefault(s, []).append((cell, req))
                 if req.dl:
-                    air = start_ns + s * T
-                    yield self._dl_task(cell, req, t_m, max(t_m + 1, air - dl_due), s)
+                    yield self._dl_task(start_ns, s, cell, req)
 
-    def _ul_task(
-        self, cell: int, req: fapi.SlotRequest, release: int, deadline: int, n: int
-    ) -> RanTask:
+    def _ul_task(self, start_ns: int, n: int, cell: int, req: fapi.SlotRequest) -> RanTask:
         grants = [pdu_grant(p, self.config) for p in req.ul]
         l1 = self.l1[cell]
         ep = self.links[cell]
@@ -177,21 +170,13 @@ class FapiDu:
             ep.send_results(req, out)
             return res
 
-        shapes = ul_shapes(self.config, grants)
-        slices = tuple(
-            Slice.make(SliceKind.RAN, op, l1.bound(op, f), f, w)
-            for (op, f), w in zip(shapes, (fe, eq, decode), strict=True)
-        )
-        return RanTask(release, deadline, slices, name="pusch", slot=n, cell=cell)
+        return ul_task(self.config, start_ns, n, cell, grants, (fe, eq, decode), l1.bound)
 
-    def _dl_task(
-        self, cell: int, req: fapi.SlotRequest, release: int, deadline: int, n: int
-    ) -> RanTask:
+    def _dl_task(self, start_ns: int, n: int, cell: int, req: fapi.SlotRequest) -> RanTask:
         grants = [pdu_grant(p, self.config) for p in req.dl]
-        op, f = dl_shape(self.config, grants)
         l1 = self.l1[cell]
-        s = Slice.make(SliceKind.RAN, op, l1.bound(op, f), f, l1.dl_work_grants(grants, req.slot))
-        return RanTask(release, deadline, (s,), name="pdsch", slot=n, cell=cell)
+        work = l1.dl_work_grants(grants, req.slot)
+        return dl_task(self.config, start_ns, n, cell, grants, work, l1.bound)
 
     def _count_crc(self, ok: int, total: int) -> None:
         self.l1_crc_ok += ok
