@@ -33,6 +33,20 @@ class LatencyStats(BaseModel):
         return cls(p50=float(p50), p99=float(p99), p999=float(p999), max=float(a.max()) / 1000.0)
 
 
+#: the probabilities at which ``ran.latency_cdf_us`` gives the radio latency: every
+#: percent, then the 99.9th and 99.99th percentiles and the maximum
+LATENCY_CDF_P: tuple[float, ...] = (*(i / 100 for i in range(100)), 0.999, 0.9999, 1.0)
+
+
+def latency_cdf_us(values_ns: Sequence[int] | np.ndarray) -> list[float]:
+    """The latency (µs) at each probability of :data:`LATENCY_CDF_P`; empty if no sample."""
+    a = np.asarray(values_ns, dtype=np.float64)
+    if a.size == 0:
+        return []
+    q = np.quantile(a, LATENCY_CDF_P) / 1000.0
+    return [round(float(v), 3) for v in q]
+
+
 class Percentiles(BaseModel):
     """The median and the 99th percentile of a sample."""
 
@@ -54,6 +68,11 @@ class RanSection(BaseModel):
         default_factory=LatencyStats,
         description="Release to completion of the tasks that completed (dropped ones are "
         "counted in misses and dropped, not here).",
+    )
+    latency_cdf_us: list[float] = Field(
+        default_factory=list,
+        description="The same latency at each probability of LATENCY_CDF_P (every percent, "
+        "p99.9, p99.99, max), µs: the distribution to plot.",
     )
 
 

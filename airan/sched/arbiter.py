@@ -44,7 +44,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from airan.core.errors import FieldError
 from airan.core.estimator import Estimator
@@ -57,10 +57,14 @@ from airan.core.report import (
     RanSection,
     RunReport,
     TenantUsage,
+    latency_cdf_us,
 )
 from airan.core.slices import AiJob, RanTask, Slice
 from airan.sched.executors import NEVER, Completion, Executor, Stream
 from airan.sched.queue import DeadlineQueue, QueueFullError
+
+if TYPE_CHECKING:
+    from airan.telemetry.trace import Recorder
 
 _DECISION_SAMPLE_MASK = 7  # time one decision in 8
 
@@ -414,6 +418,8 @@ class Arbiter:
         self._share_t = 0
         self._progress = progress
         self._progress_every_ns = int(progress_every_s * 1e9)
+        #: what the device ran and why, for a trace (``airan.telemetry.trace``); or None
+        self.recorder: Recorder | None = None
         self.set_policy(policy if policy is not None else Policy())
         self._reset_counters()
 
@@ -504,25 +510,38 @@ class Arbiter:
             with ticket._lock:
                 if ticket.cancelled:
                     continue
+                rec = self.recorder
                 if ticket.policy is None:
                     self._stopping = True
                     ticket._finish(None)
+                    if rec is not None:
+                        rec.mark(self.executor.clock.now_ns(), "stop requested")
                     continue
                 try:
                     self.set_policy(ticket.policy)
                 except FieldError as exc:
                     ticket._finish(exc)
+                    if rec is not None:
+                        rec.mark(
+                            self.executor.clock.now_ns(),
+                            "policy refused",
+                            {"field": exc.field, "reason": exc.reason},
+                        )
                 else:
                     ticket._finish(None)
+                    if rec is not None:
+                        rec.mark(
+                            self.executor.clock.now_ns(),
+                            "policy applied",
+                            ticket.policy.model_dump(mode="json", exclude={"tenants"}),
+                        )
 
     def counters(self) -> Counters:
         """A snapshot of the cumulative counters (safe to call from another thread)."""
         tenant_busy: dict[str, int] = {}
         for job in list(self.jobs):
             tenant_busy[job.tenant] = tenant_busy.get(job.tenant, 0) + job.busy_ns
-        elapsed = (
-            self.executor.clock.now_ns() - self._t_start if self._running else self.elapsed_ns
-        )
+        elapsed = self.executor.clock.now_ns() - self._t_start if self._running else self.elapsed_ns
         return Counters(
             t_ns=time.perf_counter_ns(),
             elapsed_ns=max(elapsed, 0),
@@ -588,7 +607,23 @@ class Arbiter:
 
     def issue_radio(self, task: RanTask, stream: Stream = Stream.RADIO) -> None:
         self.radio_inflight += 1
-        self.executor.submit(task.slices[task.next_index], stream, task)
+        s = task.slices[task.next_index]
+        rec = self.recorder
+        if rec is not None:
+            now = self.executor.clock.now_ns()
+            rec.decision(
+                now,
+                "radio: EDF" if stream is Stream.RADIO else "radio: queued",
+                {
+                    "task": task.task_id,
+                    "op": f"{task.name}.{s.op}",
+                    "slot": task.slot,
+                    "cell": task.cell,
+                    "deadline_in_us": (task.deadline_ns - now) / 1000.0,
+                    "predicted_us": self.estimator.predict(s) / 1000.0,
+                },
+            )
+        self.executor.submit(s, stream, task)
 
     def issue_edf(self, now: int) -> bool:
         """Issue the next slice of the earliest-deadline released task; drop late ones."""
@@ -601,6 +636,8 @@ class Arbiter:
                 return True
             ready.pop()
             del self.tasks[tid]
+            if self.recorder is not None:
+                self.recorder.miss(now, tid, task.name, task.slot, task.cell, deadline, True)
             self.slack_hist[0] += 1
             self.misses += 1
             self.dropped += 1
@@ -679,6 +716,18 @@ class Arbiter:
     def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
         s = job.take()
         self.ai_inflight += 1
+        rec = self.recorder
+        if rec is not None:
+            now = self.executor.clock.now_ns()
+            rec.decision(
+                now,
+                f"AI: admit {job.tenant}" if stream is Stream.AI else f"AI: queue {job.tenant}",
+                {
+                    "op": s.op,
+                    "budget_us": budget_ns / 1000.0,
+                    "radio_slack_us": self.known.slack(now) / 1000.0 if self.known else None,
+                },
+            )
         self.executor.submit(s, stream, (job, s, budget_ns))
 
     def share_gate(self, now: int, need_ns: int) -> int:
@@ -752,6 +801,12 @@ class Arbiter:
             task: RanTask = tag  # type: ignore[assignment]
             self.radio_inflight -= 1
             self.radio_busy_ns += dur
+            rec = self.recorder
+            if rec is not None:
+                rec.radio(
+                    start, end, task.slices[task.next_index].op, task.name, task.task_id,
+                    task.slot, task.cell, task.deadline_ns,
+                )  # fmt: skip
             self.estimator.record(task.slices[task.next_index], dur)
             task.next_index += 1
             if task.next_index < len(task.slices):
@@ -763,6 +818,10 @@ class Arbiter:
             if slack < 0:
                 self.misses += 1
                 self.slack_hist[0] += 1
+                if rec is not None:
+                    rec.miss(
+                        end, task.task_id, task.name, task.slot, task.cell, task.deadline_ns, False
+                    )
             else:
                 self.slack_hist[min(slack // SLACK_BUCKET_NS, SLACK_BUCKETS - 1)] += 1
             self.tasks_ended += 1
@@ -771,6 +830,8 @@ class Arbiter:
         else:
             job, s, budget = tag
             self.ai_inflight -= 1
+            if self.recorder is not None:
+                self.recorder.ai(start, end, s.op, job.tenant, budget, s.tokens)
             self.ai_busy_ns += dur
             self.ai_slices += 1
             self.ai_tokens += s.tokens
@@ -827,6 +888,8 @@ class Arbiter:
         clock = ex.clock
         t_start = clock.now_ns()
         self._t_start = t_start
+        if self.recorder is not None:
+            self.recorder.begin(t_start, self.policy.name)
         end = t_start + duration_ns
         it: Iterator[RanTask | int] = iter(radio)
         nxt: RanTask | int | None = next(it, None)
@@ -982,6 +1045,7 @@ class Arbiter:
                 deadline_met_ratio=(ended - self.misses) / ended if ended else 1.0,
                 busy_ratio=self.radio_busy_ns / elapsed,
                 latency_us=LatencyStats.from_ns(self.latencies),
+                latency_cdf_us=latency_cdf_us(self.latencies),
             ),
             ai=AiSection(
                 slices=self.ai_slices,
