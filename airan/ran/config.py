@@ -58,7 +58,11 @@ class RanConfig(CheckedModel):
     cells: int = Field(1, ge=1, le=16, description="Cells of the DU (one Mac per cell).")
     slot_ahead: int = Field(3, ge=1, le=8, description="SLOT.indication lead, in slots.")
     ul_deadline_slots: int = Field(
-        2, ge=1, le=8, description="K: UL decoded and CRC known K slots after the slot ends."
+        2,
+        ge=1,
+        le=32,
+        description="K: UL decoded and CRC known K slots after the slot ends (at most 32, "
+        "the largest PUSCH scheduling offset K2 of TS 38.214 §6.1.2.1).",
     )
     dl_advance_us: float = Field(
         100.0, ge=0.0, le=10_000.0, description="Fronthaul advance of DL before air time."

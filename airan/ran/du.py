@@ -212,10 +212,18 @@ class DuWorkload:
     UE_MEASUREMENTS: ClassVar[tuple[str, ...]] = DU_UE_MEASUREMENTS
 
     def __init__(
-        self, config: RanConfig, seed: int = 0, l1: Sequence[L1Work] | None = None
+        self,
+        config: RanConfig,
+        seed: int = 0,
+        l1: Sequence[L1Work] | None = None,
+        bound: Bound | None = None,
     ) -> None:
+        """``l1``: the real L1 work of each cell (else the slices carry no work, for a
+        simulated device); ``bound``: without ``l1``, each slice's bound (the
+        estimator's first prediction), by default from :func:`cost_model`."""
         self.config = config
         self.seed = seed
+        self._bound: Bound = bound if bound is not None else model_bound
         self.macs = tuple(Mac(config, seed + 7919 * c, cell=c) for c in range(config.cells))
         self.slot_ns = config.slot_ns
         self.l1 = tuple(l1) if l1 is not None else None
@@ -277,14 +285,14 @@ class DuWorkload:
 
     def _ul_task(self, start_ns: int, n: int, cell: int, dec: SlotDecision) -> RanTask:
         if self.l1 is None:
-            return ul_task(self.config, start_ns, n, cell, dec.ul, (None,) * 3, model_bound)
+            return ul_task(self.config, start_ns, n, cell, dec.ul, (None,) * 3, self._bound)
         l1 = self.l1[cell]
         works = l1.ul_work(n, self._count_crc)
         return ul_task(self.config, start_ns, n, cell, dec.ul, works, l1.bound)
 
     def _dl_task(self, start_ns: int, n: int, cell: int, dec: SlotDecision) -> RanTask:
         if self.l1 is None:
-            return dl_task(self.config, start_ns, n, cell, dec.dl, None, model_bound)
+            return dl_task(self.config, start_ns, n, cell, dec.dl, None, self._bound)
         l1 = self.l1[cell]
         return dl_task(self.config, start_ns, n, cell, dec.dl, l1.dl_work(dec), l1.bound)
 
