@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -145,3 +146,20 @@ def make_executor(backend: Backend) -> Executor:
 
         return NumpyExecutor(backend.device)
     raise FieldError("backend.name", f"must be 'numpy' or 'cupy', got {backend.name!r}")
+
+
+def device_sync(backend: Backend) -> Callable[[], None]:
+    """A function that waits for the device: ``cudaDeviceSynchronize`` on CuPy, nothing
+    on NumPy (a NumPy call has finished when it returns)."""
+    if backend.name == "cupy":
+        import cupy
+
+        def sync() -> None:
+            cupy.cuda.runtime.deviceSynchronize()
+
+        return sync
+
+    def no_sync() -> None:
+        return None
+
+    return no_sync

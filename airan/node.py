@@ -22,12 +22,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
 from airan.core.errors import FieldError
-from airan.core.policy import CheckedModel, Policy, TenantPolicy
+from airan.core.policy import TENANT_NAME, CheckedModel, Policy, TenantPolicy
+from airan.core.report import Percentiles, RunReport
 from airan.core.rrm import SliceQuota, check_quotas
 from airan.ran.config import RanConfig
 from airan.ran.du import DuCounters, DuWorkload, du_period_figures
@@ -38,6 +39,10 @@ from airan.sched.arbiter import (
     Counters,
     period_figures,
 )
+
+if TYPE_CHECKING:
+    from airan.ai.engine import DecoderEngine
+    from airan.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,28 @@ class NodeConfig(CheckedModel):
     policy: Policy = Field(default_factory=Policy)
     ran: RanConfig = Field(default_factory=RanConfig)
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+
+
+AiTenantKind = Literal["transformer", "synthetic"]
+
+
+class AiTenantConfig(CheckedModel):
+    """One AI tenant of a node on a real device (:meth:`Node.on_device`).
+
+    ``kind``: ``transformer``, the built-in GPT-style decoder (seeded weights, sized for
+    the device by :func:`airan.runner.demo_model_config`) serving a closed-loop chat
+    load through a :class:`~airan.ai.engine.DecoderEngine` (continuous batching, chunked
+    prefill, slices cut by layers); or ``synthetic``, the synthetic decoder's calibrated
+    matrix products. ``priority``: the job's priority class (higher first).
+    ``max_batch``: the transformer's batch (``None``: 32 on a GPU, 8 on a CPU).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _where: ClassVar[str] = "ai.tenant"
+
+    kind: AiTenantKind = "transformer"
+    priority: int = Field(0, ge=0, le=1000)
+    max_batch: int | None = Field(None, ge=1, le=4096)
 
 
 #: the dotted fields a running node applies at once; every other change is stored
@@ -139,6 +166,14 @@ class Node:
         self._faults: deque[Fault] = deque(maxlen=256)
         self._seen_job_errors: set[int] = set()
         self._listeners: list[Callable[[NodeConfig, NodeConfig], None]] = []
+        #: the seed the node was built with (for its report), if known
+        self.seed: int | None = None
+        #: the transformer tenants' serving engines, by tenant (:meth:`on_device`)
+        self.engines: dict[str, DecoderEngine] = {}
+        #: the AI tenants' kinds, by tenant
+        self.ai_kinds: dict[str, str] = {}
+        #: when slot 0 of the current (or last) run starts, on the executor's clock
+        self.first_slot_ns: int | None = None
         arbiter.request_policy(config.policy).wait()
         du.set_slice_quotas(config.ran.slice_quotas)
 
@@ -158,12 +193,108 @@ class Node:
         executor = PacedSimExecutor(wl.profile() if ai else {}, seed=seed, model=du.cost_model)
         arb = Arbiter(executor, cfg.policy, queue_capacity=1 << 14)
         node = cls(cfg, arb, du)
+        node.seed = seed
         if ai:
             from airan.core.slices import AiJob
 
             for tenant in cfg.policy.tenants or {"llm": TenantPolicy()}:
                 arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant=tenant))
+                node.ai_kinds[tenant] = "synthetic"
         return node
+
+    @classmethod
+    def on_device(
+        cls,
+        config: NodeConfig | None = None,
+        backend: Backend | None = None,
+        seed: int = 0,
+        *,
+        ai: Mapping[str, AiTenantConfig] | None = None,
+        test_vectors: int = 8,
+    ) -> Node:
+        """A live node on a real device: the DU's MAC in-process and its real L1 kernels
+        (:class:`~airan.ran.l1.L1Work`, one per cell) on ``backend`` (``None``: the best
+        found, :func:`~airan.backend.select_backend`), the executor of
+        :func:`~airan.backend.make_executor`, and the AI tenants ``ai`` (tenant name →
+        :class:`AiTenantConfig`; ``None``: a transformer for each tenant the policy
+        declares, or one named ``llm``; empty: no AI).
+
+        ``config`` is used as given: the per-device cell and policy defaults
+        (:func:`airan.runner.ran_defaults`, :func:`~airan.runner.device_defaults`) are
+        the caller's to merge (``airan serve`` does). Set-up calibrates the L1 and the
+        model on the device (a second on a CPU, more on a GPU). Every bad input raises
+        :class:`FieldError` before anything is built on the device."""
+        import re
+
+        from airan.backend import device_sync, make_executor, select_backend
+
+        cfg = config if config is not None else NodeConfig()
+        if not isinstance(cfg, NodeConfig):
+            raise FieldError("config", f"must be a NodeConfig, got {cfg!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise FieldError("seed", f"must be an integer in [0, 2**63), got {seed!r}")
+        if ai is None:
+            tenants: dict[str, AiTenantConfig] = {
+                name: AiTenantConfig() for name in cfg.policy.tenants or ("llm",)
+            }
+        elif isinstance(ai, Mapping):
+            tenants = dict(ai)
+        else:
+            raise FieldError("ai", f"must map tenant names to AiTenantConfig, got {ai!r}")
+        declared = cfg.policy.tenants
+        for name, spec in tenants.items():
+            if not isinstance(name, str) or not re.fullmatch(TENANT_NAME, name):
+                raise FieldError(
+                    "ai", f"tenant name {name!r} must be 1 to 64 letters, digits or ._:-"
+                )
+            if not isinstance(spec, AiTenantConfig):
+                raise FieldError(f"ai.{name}", f"must be an AiTenantConfig, got {spec!r}")
+            if declared and name not in declared:
+                raise FieldError(
+                    f"ai.{name}",
+                    f"the policy declares the tenants {', '.join(sorted(declared))}: "
+                    "declare this one in policy.tenants too",
+                )
+        be = backend if backend is not None else select_backend("auto")
+        sync = device_sync(be)
+        from airan.ran.l1 import L1Work
+
+        l1 = [
+            L1Work(cfg.ran, be.xp, seed=seed, cell=c, sync=sync, test_vectors=test_vectors)
+            for c in range(cfg.ran.cells)
+        ]
+        du = DuWorkload(cfg.ran, seed=seed, l1=l1)
+        executor = make_executor(be)
+        try:
+            arb = Arbiter(executor, cfg.policy, queue_capacity=1 << 14)
+            node = cls(cfg, arb, du)
+            node.seed = seed
+            for i, (name, spec) in enumerate(sorted(tenants.items())):
+                node._add_device_tenant(be, sync, name, spec, seed + 1009 * i)
+        except BaseException:
+            executor.close()
+            raise
+        return node
+
+    def _add_device_tenant(
+        self, backend: Backend, sync: Callable[[], None], name: str, spec: AiTenantConfig, seed: int
+    ) -> None:
+        """Build one AI tenant's job on ``backend`` and give it to the arbiter."""
+        from airan.core.slices import AiJob
+
+        arb = self.arbiter
+        if spec.kind == "transformer":
+            from airan.runner import demo_engine
+
+            engine = demo_engine(backend, arb, sync, seed, name, spec.max_batch)
+            arb.add_job(AiJob(engine, tenant=name, priority=spec.priority))
+            self.engines[name] = engine
+        else:
+            from airan.synthetic import SyntheticWorkload, array_work_factory
+
+            wl = SyntheticWorkload(None, seed=seed, work=array_work_factory(backend.xp, sync))
+            arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant=name, priority=spec.priority))
+        self.ai_kinds[name] = spec.kind
 
     # -- lifetime ------------------------------------------------------------------
     def start(self, seconds: float = 86_400.0) -> None:
@@ -180,6 +311,11 @@ class Node:
 
         def loop() -> None:
             start = ex.clock.now_ns() + 2 * slot_ns
+            self.first_slot_ns = start
+            rec = self.arbiter.recorder
+            if rec is not None:  # slot boundaries in the trace: this run's slots
+                rec.slot_ns = slot_ns
+                rec.first_slot_ns = start
             started.set()
             try:
                 self.arbiter.run(
@@ -210,6 +346,12 @@ class Node:
             if timeout_s <= 0:
                 raise FieldError("node", "the loop did not stop in time")
         self._thread = None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the loop (as :meth:`stop`) and release the device: the executor's
+        streams and events. The node cannot run again after this."""
+        self.stop(timeout_s)
+        self.arbiter.executor.close()
 
     def __enter__(self) -> Node:
         self.start()
@@ -369,6 +511,35 @@ class Node:
         du_node, du_ues = du_period_figures(a.du, b.du)
         node.update(du_node)
         return Measurements(node=node, ues=du_ues)
+
+    def report(self, wall_time_s: float = 0.0) -> RunReport:
+        """The :class:`RunReport` of the last run (call it once the loop has stopped):
+        the arbiter's figures, the DU's cell and L1 CRC counts, the AI tenants' kinds and,
+        for the transformer tenants, completed requests and time to first token."""
+        if self.running:
+            raise FieldError("node", "is running: stop it before taking its report")
+        arb = self.arbiter
+        slots = max(1, arb.elapsed_ns // self.du.slot_ns)
+        report = arb.report(
+            seed=self.seed, slots=slots, workload=self.du.describe(), wall_time_s=wall_time_s
+        )
+        report.workload["node_id"] = self.node_id
+        report.workload["l1_crc_ok"] = self.du.l1_crc_ok
+        report.workload["l1_crc_total"] = self.du.l1_crc_total
+        report.workload["ai"] = dict(self.ai_kinds)
+        ttft: list[int] = []
+        for engine in self.engines.values():
+            report.ai.requests += len(engine.completed)
+            ttft.extend(engine.ttft_ns())
+        if ttft:
+            ttft.sort()
+            report.ai.ttft_ms = Percentiles(
+                p50=ttft[len(ttft) // 2] / 1e6,
+                p99=ttft[min(len(ttft) - 1, len(ttft) * 99 // 100)] / 1e6,
+            )
+        if self.engines:
+            report.workload["model"] = next(iter(self.engines.values())).cfg.model_dump()
+        return report
 
     def health(self) -> Health:
         """Faults so far, the L2's last sign of life, and the miss counters."""

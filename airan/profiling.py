@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from airan.backend import Backend
+from airan.backend import Backend, device_sync
 from airan.core.errors import FieldError
 from airan.core.policy import Policy
 from airan.core.profile import PROFILE_P, DeviceProfile, SliceProfile
@@ -49,16 +49,7 @@ def measure_profile(
     if not 0 < ai_seconds <= 3600:
         raise FieldError("ai_seconds", f"must be in (0, 3600], got {ai_seconds!r}")
     cell = ran.model_copy(update={"cells": 1})
-    if backend.name == "cupy":
-        import cupy
-
-        def sync() -> None:
-            cupy.cuda.runtime.deviceSynchronize()
-    else:
-
-        def sync() -> None:
-            return None
-
+    sync = device_sync(backend)
     l1 = L1Work(cell, backend.xp, seed=seed, cell=0, sync=sync)
     du = DuWorkload(cell, seed=seed, l1=[l1])
     durations: dict[tuple[str, tuple[tuple[str, int], ...]], list[int]] = defaultdict(list)

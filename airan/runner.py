@@ -18,7 +18,7 @@ import numpy as np
 
 from airan.ai.engine import CostModel, DecoderEngine
 from airan.ai.model import ModelConfig, TransformerDecoder
-from airan.backend import Backend, make_executor
+from airan.backend import Backend, device_sync, make_executor
 from airan.core.errors import FieldError
 from airan.core.policy import Policy
 from airan.core.profile import (
@@ -119,6 +119,31 @@ def demo_model_config(backend: Backend) -> ModelConfig:
     return ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_layers=4, d_ff=128, max_context=256)
 
 
+def demo_engine(
+    backend: Backend,
+    arb: Arbiter,
+    sync: Callable[[], None],
+    seed: int,
+    tenant: str,
+    max_batch: int | None = None,
+) -> DecoderEngine:
+    """The built-in transformer decoder (:func:`demo_model_config`, seeded weights)
+    serving :func:`chat_load` under ``arb``, calibrated on ``backend``."""
+    cfg = demo_model_config(backend)
+    model = TransformerDecoder.from_seed(cfg, seed, backend.xp)
+    batch = max_batch or (32 if backend.name == "cupy" else 8)
+    return DecoderEngine(
+        model,
+        CostModel.calibrate(model, sync, batch),
+        now=arb.executor.clock.now_ns,
+        fits=arb.fits_ai_slice,
+        max_batch=batch,
+        seed=seed,
+        tenant=tenant,
+        load=chat_load(cfg, seed),
+    )
+
+
 def chat_load(cfg: ModelConfig, seed: int) -> Iterator[tuple[list[int], int]]:
     """A closed-loop load: each finished request is replaced by a new one (a prompt of
     8 to 96 tokens, up to 64 new tokens), as in a busy chat service."""
@@ -200,16 +225,7 @@ def run_on_device(
     (:mod:`airan.telemetry.trace`)."""
     if not 0 < seconds <= 86_400:
         raise FieldError("seconds", f"must be in (0, 86400], got {seconds!r}")
-    if backend.name == "cupy":
-        import cupy
-
-        def sync() -> None:
-            cupy.cuda.runtime.deviceSynchronize()
-    else:
-
-        def sync() -> None:
-            return None
-
+    sync = device_sync(backend)
     du = None
     if isinstance(workload, RanConfig):
         from airan.ran.fapi_du import FapiDu
@@ -228,19 +244,7 @@ def run_on_device(
     arb = Arbiter(executor, policy, progress=progress)
     engine: DecoderEngine | None = None
     if ai == "transformer":
-        cfg = demo_model_config(backend)
-        model = TransformerDecoder.from_seed(cfg, seed, backend.xp)
-        batch = 32 if backend.name == "cupy" else 8
-        engine = DecoderEngine(
-            model,
-            CostModel.calibrate(model, sync, batch),
-            now=executor.clock.now_ns,
-            fits=arb.fits_ai_slice,
-            max_batch=batch,
-            seed=seed,
-            tenant="llm",
-            load=chat_load(cfg, seed),
-        )
+        engine = demo_engine(backend, arb, sync, seed, "llm")
         arb.add_job(AiJob(engine, tenant="llm"))
     else:
         arb.add_job(AiJob(wl.decoder(arb.fits_ai_slice), tenant="synthetic-decoder"))

@@ -203,8 +203,12 @@ class Recorder:
             yield _meta(pid, tid, "thread_name", name)
             yield _sort(pid, tid)
         tenants: dict[str, int] = {}
-        lo = hi = None
+        slot_ns = self.slot_ns
+        first = self.first_slot_ns if self.first_slot_ns is not None else t0
+        busy_slots: set[int] = set()  # slots in which a slice started: marked below
         for r in records:
+            if slot_ns and r[0] in (_RADIO, _AI):
+                busy_slots.add((r[1] - first) // slot_ns)
             tag = r[0]
             if tag == _RADIO:
                 _, s, e, op, name, tid, slot, cell, dl = r
@@ -273,16 +277,10 @@ class Recorder:
                     "ts": us(t),
                     "args": detail,
                 }
-            else:  # pragma: no cover - records are only made above
-                continue
-            t = r[1]
-            lo = t if lo is None or t < lo else lo
-            hi = t if hi is None or t > hi else hi
-        if self.slot_ns and lo is not None and hi is not None and self.first_slot_ns is not None:
-            first = self.first_slot_ns
-            n0 = max(0, (lo - first) // self.slot_ns)
-            n1 = (hi - first) // self.slot_ns + 1
-            for n in range(n0, n1 + 1):
+        if slot_ns:
+            # the start and the end of every slot in which a slice started
+            edges = sorted({n for b in busy_slots for n in (b, b + 1) if n >= 0})
+            for n in edges:
                 yield {
                     "ph": "i",
                     "s": "t",
@@ -290,7 +288,7 @@ class Recorder:
                     "tid": _TID_SLOTS,
                     "name": f"slot {n}",
                     "cat": "slot",
-                    "ts": us(first + n * self.slot_ns),
+                    "ts": us(first + n * slot_ns),
                 }
 
 
