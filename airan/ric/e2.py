@@ -20,13 +20,21 @@ RAN functions (looked up by OID, addressed by RAN function ID, E2AP §9.2.8 / §
 Bad input ends the call with a gRPC status, an E2AP cause (§9.2.1) and the offending
 field (:class:`E2Refusal`); nothing is applied then and every other subscriber goes on.
 
-Slow subscribers: every subscription has a bounded queue between the timer (producer)
-and its gRPC stream (consumer). The timer never blocks; if a subscriber falls
-``max_queue`` indications behind, the node **ends that subscription**: the stream
-delivers what is queued, then a :class:`RicSubscriptionDeleteNotice` with cause
-``ricRequest/function-resource-limit`` and the last sequence number sent per action
-(E2AP §8.2.4 "RIC Subscription Delete Required"), so no indication is ever dropped
-unnoticed. ``E2Agent.overflows`` counts such endings.
+Slow subscribers: every subscription has a bounded queue (``max_queue`` indications)
+between the timer (producer) and its gRPC stream (consumer); the timer never blocks and
+memory per subscriber stays bounded whatever the subscriber does. When the queue is
+full at a period's end, that period's indications are **not queued** (counted in the
+subscription's ``dropped`` and in ``E2Agent.dropped``) and the period is merged into
+the subscriber's next indication, which then covers the longer collection period its
+header states: the subscriber loses time resolution, never a measurement, and the
+sequence numbers have no gap. A subscriber that takes nothing for
+``max_stalled_periods`` periods in a row with its queue full (a stalled or vanished
+reader) is ended: the stream delivers what is queued, then a
+:class:`RicSubscriptionDeleteNotice` with cause ``ricRequest/function-resource-limit``
+and the last sequence number sent per action (E2AP §8.2.4 "RIC Subscription Delete
+Required"). ``E2Agent.overflows`` counts such endings, :meth:`E2Agent.stats` and
+:meth:`E2Agent.subscription_stats` give the counters. Other subscribers, the reporting
+timer and the node are unaffected.
 
 Serving (:func:`serve_e2`): by default a ``grpc.aio`` server on one event-loop thread;
 the reporting timers run on the same loop, and each indication is built by splicing
@@ -42,6 +50,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -51,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from airan.core.errors import FieldError
 from airan.core.policy import Policy, TenantPolicy
@@ -195,15 +204,35 @@ FIELD_KEY = "e2ap-field"
 ERROR_BIN_KEY = "e2-error-bin"
 
 
+#: longest ``field`` / ``reason`` (UTF-8 bytes) a refusal carries: both echo what the
+#: caller sent (an OID, a policy key, a measurement name), and the status message (which
+#: gRPC percent-encodes: up to 3 bytes per byte) plus the trailers must stay below
+#: gRPC's 8 KiB metadata soft limit, or the client gets a transport error
+#: (RESOURCE_EXHAUSTED "received metadata size exceeds ... limit") instead of the
+#: refusal (found by tests/test_fuzz_grpc.py)
+MAX_FIELD_BYTES = 256
+MAX_REASON_BYTES = 1024
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, saying how much was cut."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    kept = raw[: limit - 48].decode("utf-8", "ignore")
+    return f"{kept}... ({len(text) - len(kept)} more characters)"
+
+
 class E2Refusal(Exception):
     """A refused E2 request: the gRPC status ``code``, the E2AP ``cause``, the offending
-    ``field`` and the ``reason``."""
+    ``field`` and the ``reason`` (cut to :data:`MAX_FIELD_BYTES` /
+    :data:`MAX_REASON_BYTES`)."""
 
     def __init__(self, code: grpc.StatusCode, cause: E2Cause, field: str, reason: str) -> None:
         self.code = code
         self.cause = cause
-        self.field = field
-        self.reason = reason
+        self.field = _clip(field, MAX_FIELD_BYTES)
+        self.reason = _clip(reason, MAX_REASON_BYTES)
         super().__init__(self.message)
 
     @property
@@ -232,7 +261,9 @@ class E2Refusal(Exception):
 
 
 def _ascii(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii")
+    """``text`` as printable ASCII (a metadata value may hold nothing else): non-ASCII
+    and control characters escaped as in a Python string literal."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _abort(context: grpc.ServicerContext, refusal: E2Refusal) -> None:
@@ -429,11 +460,15 @@ class KpmFunction(RanFunctionBase):
         return sorted(self.node.measurements(snap, snap).ues)
 
     def admit_action(self, where: str, action: e2_pb2.RicAction, period_ms: int) -> _KpmAction:
-        if action.ric_action_type != e2_pb2.RIC_ACTION_TYPE_REPORT:
+        t = action.ric_action_type
+        if t != e2_pb2.RIC_ACTION_TYPE_REPORT:
+            # proto3 enums are open: an unknown number arrives as is (Name() would raise;
+            # found by tests/test_fuzz_grpc.py)
+            named = t in e2_pb2.RicActionType.values()
             raise _invalid(
                 f"{where}.ric_action_type",
-                f"{e2_pb2.RicActionType.Name(action.ric_action_type)} is not supported; "
-                "KPM supports REPORT",
+                f"{e2_pb2.RicActionType.Name(t) if named else f'unknown action type {t}'} "
+                "is not supported; KPM supports REPORT",
                 ACTION_NOT_SUPPORTED,
             )
         if not action.HasField("kpm"):
@@ -668,6 +703,34 @@ class RcFunction(RanFunctionBase):
         )
 
 
+def _json_value(v: struct_pb2.Value, where: str) -> Any:
+    """A ``google.protobuf.Value`` as plain JSON data; a NaN or infinite number (which a
+    ``Value`` can carry and JSON cannot) is refused naming its place (found by
+    tests/test_fuzz_grpc.py: ``json_format.MessageToDict`` raised ``ValueError``, which
+    ended the call with INTERNAL)."""
+    kind = v.WhichOneof("kind")
+    if kind == "number_value":
+        if not math.isfinite(v.number_value):
+            raise _invalid(
+                where, f"must be a finite number, got {v.number_value}", CONTROL_MESSAGE_INVALID
+            )
+        return v.number_value
+    if kind == "struct_value":
+        return _struct_fields(v.struct_value, where)
+    if kind == "list_value":
+        return [_json_value(x, f"{where}[{i}]") for i, x in enumerate(v.list_value.values)]
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return v.bool_value
+    return None  # null_value, or no kind set
+
+
+def _struct_fields(s: struct_pb2.Struct, where: str) -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as a dict (see :func:`_json_value`)."""
+    return {k: _json_value(v, f"{where}.{k}") for k, v in s.fields.items()}
+
+
 #: Policy fields a co-scheduling policy control may change
 POLICY_FIELDS: tuple[str, ...] = tuple(Policy.model_fields)
 
@@ -780,7 +843,9 @@ class CoschedFunction(RanFunctionBase):
         style, action = _check_header(request, self.ACTIONS)
         if style == 1:
             _need_message(request, "policy")
-            fields = json_format.MessageToDict(request.ric_control_message.policy.fields)
+            fields = _struct_fields(
+                request.ric_control_message.policy.fields, "ric_control_message.policy.fields"
+            )
             tickets: list[ControlTicket] = []
 
             def change(cur: NodeConfig) -> NodeConfig:
@@ -887,10 +952,28 @@ class _Subscription:
     notify: Callable[[], None] | None = None
     #: per action: the serialized constant fields of its indications
     prefix: dict[int, bytes] = field(default_factory=dict)
+    #: indications not queued because the queue was full: each such period is merged
+    #: into the next indication that is queued (no measurement lost, no SN skipped)
+    dropped: int = 0
+    #: reporting rounds merged in a row since the subscriber last took an event
+    stalled: int = 0
 
     def _wake(self) -> None:
         if self.notify is not None:
             self.notify()
+
+    def merge(self, n: int) -> int:
+        """Count ``n`` indications not queued (their period merges into the next one);
+        return the rounds merged in a row since the subscriber last took an event."""
+        with self.cond:
+            self.dropped += n
+            self.stalled += 1
+            return self.stalled
+
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more events fit in the queue (or the subscription has ended)."""
+        with self.cond:
+            return self.done or len(self.items) + n <= self.max_queue
 
     def put_many(self, events: Sequence[_Event]) -> bool:
         """Queue ``events``; ``False`` (nothing queued) if that would exceed the bound."""
@@ -936,6 +1019,7 @@ class _Subscription:
                 self.cond.wait(timeout_s)
             if self.cancelled or not self.items:
                 return None
+            self.stalled = 0
             return self.items.popleft()
 
     def pop(self) -> _Event | None:
@@ -943,6 +1027,7 @@ class _Subscription:
         with self.cond:
             if self.cancelled or not self.items:
                 return None
+            self.stalled = 0
             return self.items.popleft()
 
     def info(self) -> e2_pb2.SubscriptionInfo:
@@ -1095,6 +1180,9 @@ class _Timers:
         cache: dict[int, Measurements] = {}
         shared: dict[tuple[Any, ...], bytes] = {}
         for sub in due:
+            if not sub.has_room(len(sub.actions)):  # full: merge this period, build nothing
+                self.agent._dropped(sub, len(sub.actions))
+                continue
             meas = cache.get(id(sub.prev))
             if meas is None:
                 meas = cache[id(sub.prev)] = node.measurements(sub.prev, cur)
@@ -1129,18 +1217,19 @@ class _Timers:
                 sns[act.action_id] = sn
                 body = b"".join((prefix, _SN_TAG, _varint(sn), part))
                 events.append(b"".join((_INDICATION_TAG, _varint(len(body)), body)))
-            sub.prev, sub.prev_unix_ns = cur, cur_unix
             if sub.put_many(events):
+                sub.prev, sub.prev_unix_ns = cur, cur_unix
                 sub.sn.update(sns)
                 sub.sent += len(events)
-            else:
-                self.agent._overflow(sub)
+            else:  # filled up since has_room(): merged like any full period
+                self.agent._dropped(sub, len(events))
 
 
 @dataclass(frozen=True, slots=True)
 class _Limits:
     max_subscriptions: int
     max_queue: int
+    max_stalled_periods: int
 
 
 class E2Agent:
@@ -1150,9 +1239,12 @@ class E2Agent:
 
     ``max_subscriptions``: admitted subscriptions at most (more ⇒ RESOURCE_EXHAUSTED,
     ``ricRequest/function-resource-limit``); ``max_queue``: indications queued per
-    subscription before the node ends it (see the module doc). ``loop``: the asyncio
-    event loop of the ``grpc.aio`` server that will serve it (:meth:`aio_servicer`); the
-    reporting timers then run on that loop instead of a thread of their own.
+    subscription, at most; ``max_stalled_periods`` (default ``max_queue``): reporting
+    periods merged in a row, with the queue full and the subscriber taking nothing,
+    before the node ends the subscription (see the module doc: slow subscribers).
+    ``loop``: the asyncio event loop of the ``grpc.aio`` server that will serve it
+    (:meth:`aio_servicer`); the reporting timers then run on that loop instead of a
+    thread of their own.
     """
 
     def __init__(
@@ -1163,6 +1255,7 @@ class E2Agent:
         gnb_du_id: int = 1,
         max_subscriptions: int = 128,
         max_queue: int = 1024,
+        max_stalled_periods: int | None = None,
         control_timeout_s: float = 5.0,
         functions: Sequence[RanFunctionBase] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -1171,10 +1264,15 @@ class E2Agent:
             raise FieldError("max_subscriptions", f"must be 1..100000, got {max_subscriptions}")
         if not 2 <= max_queue <= 1_000_000:
             raise FieldError("max_queue", f"must be 2..1000000, got {max_queue}")
+        stalled = max_queue if max_stalled_periods is None else max_stalled_periods
+        if isinstance(stalled, bool) or not isinstance(stalled, int) or not 1 <= stalled <= 10**7:
+            raise FieldError(
+                "max_stalled_periods", f"must be an int in 1..10000000, got {max_stalled_periods!r}"
+            )
         self.node = node
         self.plmn_identity = plmn_identity
         self.gnb_du_id = gnb_du_id
-        self.limits = _Limits(max_subscriptions, max_queue)
+        self.limits = _Limits(max_subscriptions, max_queue, stalled)
         fns = (
             list(functions)
             if functions is not None
@@ -1196,7 +1294,11 @@ class E2Agent:
         self._lock = threading.Lock()
         self._subs: dict[_Key, _Subscription] = {}
         self._closed = False
-        self.overflows = 0  # subscriptions ended because the subscriber fell behind
+        #: subscriptions ended because their subscriber stalled (E2AP §8.2.4)
+        self.overflows = 0
+        #: indications not queued because a subscriber's queue was full (merged into the
+        #: next one: see the module doc), over all subscriptions
+        self.dropped = 0
         self.loop = loop
         self._timers = _Timers(self, loop)
 
@@ -1407,19 +1509,82 @@ class E2Agent:
             f"deleted by a RIC subscription delete request{f' from {peer}' if peer else ''}",
         )
 
+    def _dropped(self, sub: _Subscription, n: int) -> None:
+        """``sub``'s queue is full: its ``n`` indications of this period are not queued
+        (the period merges into its next indication); after ``max_stalled_periods``
+        such rounds in a row with the subscriber taking nothing, the node ends it."""
+        stalled = sub.merge(n)
+        self.dropped += n
+        if stalled == 1:
+            log.warning(
+                "E2 subscription %s:%s: queue full (%d indications), subscriber not "
+                "reading; periods merged until it reads (%d dropped so far)",
+                *sub.key,
+                self.limits.max_queue,
+                sub.dropped,
+            )
+        if stalled >= self.limits.max_stalled_periods:
+            self._overflow(sub)
+
     def _overflow(self, sub: _Subscription) -> None:
+        """End ``sub``: its subscriber stalled (E2AP §8.2.4 RIC Subscription Delete
+        Required, cause ``ricRequest/function-resource-limit``)."""
         with self._lock:
             if self._subs.get(sub.key) is sub:
                 del self._subs[sub.key]
         if sub.end(
             e2_pb2.SUBSCRIPTION_ENDED_BY_E2_NODE,
             FUNCTION_RESOURCE_LIMIT,
-            f"the subscriber fell {self.limits.max_queue} indications behind; "
-            "the node ended the subscription (nothing after the last sequence numbers "
-            "was collected)",
+            f"the subscriber took nothing for {sub.stalled} reporting periods while its "
+            f"queue was full ({self.limits.max_queue} indications; {sub.dropped} not "
+            "queued); the node ended the subscription (nothing after the last sequence "
+            "numbers was collected)",
         ):
             self.overflows += 1
-            log.warning("E2 subscription %s:%s ended: subscriber too slow", *sub.key)
+            log.warning("E2 subscription %s:%s ended: subscriber stalled", *sub.key)
+
+    def subscription_stats(self) -> list[dict[str, Any]]:
+        """Per active subscription: ``ric_request_id`` ("requestor:instance"), ``peer``,
+        ``indications_sent``, ``queued``, ``dropped`` (not queued: queue full; merged
+        into the next) and ``stalled`` (periods merged in a row since the subscriber last
+        took one)."""
+        with self._lock:
+            subs = list(self._subs.values())
+        out = []
+        for sub in subs:
+            with sub.cond:
+                queued, dropped, stalled = len(sub.items), sub.dropped, sub.stalled
+            out.append(
+                {
+                    "ric_request_id": f"{sub.key[0]}:{sub.key[1]}",
+                    "peer": sub.peer,
+                    "indications_sent": sub.sent,
+                    "queued": queued,
+                    "dropped": dropped,
+                    "stalled": stalled,
+                }
+            )
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """The agent's counters, for an operator (O1 heartbeat fields, logs):
+        ``subscriptions`` active, indications ``queued`` (over all subscriptions),
+        ``indications_dropped`` (not queued: queue full), ``subscriptions_ended_stalled``
+        (:attr:`overflows`), ``late_periods`` (periods the timer reached late, reported
+        as one longer period)."""
+        with self._lock:
+            subs = list(self._subs.values())
+        queued = 0
+        for sub in subs:
+            with sub.cond:
+                queued += len(sub.items)
+        return {
+            "subscriptions": len(subs),
+            "queued": queued,
+            "indications_dropped": self.dropped,
+            "subscriptions_ended_stalled": self.overflows,
+            "late_periods": self._timers.late,
+        }
 
     def _release(self, sub: _Subscription) -> None:
         """The subscription's stream ended (notice sent, or the subscriber went away)."""
@@ -1729,36 +1894,115 @@ class _AioServicer:
         )
 
 
+#: E2AP §9.2.1 CauseProtocol "transfer-syntax-error": what E2AP answers a message it
+#: cannot decode (its ASN.1 PER; here the protobuf encoding)
+TRANSFER_SYNTAX_ERROR = E2Cause("protocol", "transfer-syntax-error")
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """A request whose bytes are not a valid encoding of its message type. The request
+    deserializers return it instead of raising, so that the call is refused with
+    INVALID_ARGUMENT and cause ``protocol/transfer-syntax-error`` (a raising
+    deserializer makes gRPC answer INTERNAL, or UNKNOWN and a logged traceback per
+    request on a ``grpc.aio`` server: found by tests/test_fuzz_grpc.py)."""
+
+    type_name: str
+    error: str
+
+    def refusal(self) -> E2Refusal:
+        return E2Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            TRANSFER_SYNTAX_ERROR,
+            "request",
+            f"not a valid {self.type_name} encoding ({self.error or 'decode error'})",
+        )
+
+
+def _decoder(cls: Any) -> Callable[[bytes], Any]:
+    """A request deserializer for message class ``cls`` that never raises."""
+    name = cls.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # DecodeError (other protobuf backends: others)
+            return _Undecodable(name, str(exc))
+
+    return decode
+
+
+def _refusing_undecodable(fn: Callable[..., Any], stream: bool, aio: bool) -> Callable[..., Any]:
+    """``fn`` (a servicer method), refusing an :class:`_Undecodable` request first."""
+    if aio and stream:
+
+        async def agen(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, _Undecodable):
+                refusal = request.refusal()
+                context.set_trailing_metadata(refusal.trailers())
+                await context.abort(refusal.code, refusal.message)
+            async for ev in fn(request, context):
+                yield ev
+
+        return agen
+    if aio:
+
+        async def acall(request: Any, context: Any) -> Any:
+            if isinstance(request, _Undecodable):
+                refusal = request.refusal()
+                context.set_trailing_metadata(refusal.trailers())
+                await context.abort(refusal.code, refusal.message)
+            return await fn(request, context)
+
+        return acall
+    if stream:
+
+        def gen(request: Any, context: Any) -> Iterator[Any]:
+            if isinstance(request, _Undecodable):
+                _abort(context, request.refusal())
+            yield from fn(request, context)
+
+        return gen
+
+    def call(request: Any, context: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            _abort(context, request.refusal())
+        return fn(request, context)
+
+    return call
+
+
 def _add_handlers(servicer: Any, server: Any) -> None:
     """Register ``servicer`` (:class:`_Servicer` or :class:`_AioServicer`) as
     ``airan.e2.v1.E2Node`` — as the generated ``add_E2NodeServicer_to_server``, except
-    that the Subscribe stream passes serialized indications through."""
-    u = grpc.unary_unary_rpc_method_handler
+    that the Subscribe stream passes serialized indications through and a request that
+    does not decode is refused (:class:`_Undecodable`)."""
+    aio = isinstance(servicer, _AioServicer)
+
+    def u(fn: Callable[..., Any], request: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(fn, stream=False, aio=aio),
+            request_deserializer=_decoder(request),
+            response_serializer=response.SerializeToString,
+        )
+
     handlers = {
-        "GetSetup": u(
-            servicer.GetSetup,
-            request_deserializer=e2_pb2.GetSetupRequest.FromString,
-            response_serializer=e2_pb2.GetSetupResponse.SerializeToString,
-        ),
+        "GetSetup": u(servicer.GetSetup, e2_pb2.GetSetupRequest, e2_pb2.GetSetupResponse),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
-            servicer.Subscribe,
-            request_deserializer=e2_pb2.RicSubscriptionRequest.FromString,
+            _refusing_undecodable(servicer.Subscribe, stream=True, aio=aio),
+            request_deserializer=_decoder(e2_pb2.RicSubscriptionRequest),
             response_serializer=_serialize_event,
         ),
         "DeleteSubscription": u(
             servicer.DeleteSubscription,
-            request_deserializer=e2_pb2.RicSubscriptionDeleteRequest.FromString,
-            response_serializer=e2_pb2.RicSubscriptionDeleteResponse.SerializeToString,
+            e2_pb2.RicSubscriptionDeleteRequest,
+            e2_pb2.RicSubscriptionDeleteResponse,
         ),
-        "Control": u(
-            servicer.Control,
-            request_deserializer=e2_pb2.RicControlRequest.FromString,
-            response_serializer=e2_pb2.RicControlAcknowledge.SerializeToString,
-        ),
+        "Control": u(servicer.Control, e2_pb2.RicControlRequest, e2_pb2.RicControlAcknowledge),
         "ListSubscriptions": u(
             servicer.ListSubscriptions,
-            request_deserializer=e2_pb2.ListSubscriptionsRequest.FromString,
-            response_serializer=e2_pb2.ListSubscriptionsResponse.SerializeToString,
+            e2_pb2.ListSubscriptionsRequest,
+            e2_pb2.ListSubscriptionsResponse,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(E2_SERVICE, handlers),))

@@ -6,8 +6,10 @@
   ``Get(path)`` returns the JSON of a subtree of the :class:`~airan.node.NodeConfig` tree;
   ``Set(edits)`` applies edits to a copy, validates the whole tree with
   ``NodeConfig.parse`` and hands it to :meth:`Node.apply_config` (which undoes what it
-  applied if a step fails). The accepted tree is persisted atomically (temp file, fsync,
-  ``os.replace``) and restored when the service starts.
+  applied if a step fails). The accepted tree is persisted atomically (temp file written
+  in full and fsynced, ``os.replace``, directory fsync: POSIX ``rename(2)``), and
+  restored when the service starts, after the temp files of saves that were killed
+  midway are removed (:func:`remove_stale_temps`).
 * **Events** (O-RAN.WG10.O1-Interface §2.2 fault supervision, §2.3 performance
   assurance, heartbeat; ONAP VES Event Listener 7.2 common event format):
   ``SubscribeEvents`` streams ``fault``, ``measurement`` and ``heartbeat`` events.
@@ -65,6 +67,7 @@ __all__ = [
     "get_at",
     "load_state",
     "parse_path",
+    "remove_stale_temps",
     "ves_json",
 ]
 
@@ -85,6 +88,7 @@ _PRIORITY = {"CRITICAL": "High", "MAJOR": "High", "MINOR": "Medium", "WARNING": 
 MAX_PATH = 1024
 MAX_EDITS = 256
 MAX_VALUE_BYTES = 1 << 20
+MAX_VALUE_DEPTH = 32
 STATE_FORMAT = 1
 
 
@@ -208,15 +212,38 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON data (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d + 1)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def _loads(text: str, field_name: str) -> Any:
+    """The JSON value of an edit. Refused (FieldError): more than
+    :data:`MAX_VALUE_BYTES`, not JSON (NaN and Infinity included), nested deeper than
+    :data:`MAX_VALUE_DEPTH` (deeper values overflowed the parser's recursion: INTERNAL,
+    found by tests/test_fuzz_grpc.py; the configuration tree is a few levels deep)."""
     if len(text.encode("utf-8")) > MAX_VALUE_BYTES:
         raise FieldError(field_name, f"longer than {MAX_VALUE_BYTES} bytes")
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants)
     except (json.JSONDecodeError, ValueError) as exc:
         raise FieldError(
             field_name, f"not JSON: {exc} (a string needs quotes: '\"fifo\"')"
         ) from None
+    except RecursionError:
+        value = None
+        depth = MAX_VALUE_DEPTH + 1
+    else:
+        depth = _depth(value)
+    if depth > MAX_VALUE_DEPTH:
+        raise FieldError(field_name, f"nested deeper than {MAX_VALUE_DEPTH} levels")
+    return value
 
 
 def _diff(a: Any, b: Any, tokens: list[str], out: list[str]) -> None:
@@ -290,25 +317,76 @@ def load_state(path: Path) -> tuple[NodeConfig, int]:
     return NodeConfig.parse(doc["config"]), rev
 
 
+def _temp_name(path: Path) -> Path:
+    """The temp file of this process and thread for the state file ``path``:
+    ``.<name>.<pid>.<thread>.tmp`` beside it (see :func:`remove_stale_temps`)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
 def _write_temp(path: Path, config: NodeConfig, revision: int) -> Path:
     """Write the state next to ``path`` (same directory: same file system, so the final
     ``os.replace`` is atomic) and fsync it; return the temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = _temp_name(path)
     doc = {
         "format": STATE_FORMAT,
         "revision": revision,
         "saved_epoch_s": time.time(),
         "config": config.model_dump(mode="json"),
     }
-    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    data = memoryview((json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        while data:  # write(2) may write less than asked
+            data = data[os.write(fd, data) :]
         os.fsync(fd)
     finally:
         os.close(fd)
     return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+#: a temp file older than this cannot belong to a write in progress (a write takes ms)
+STALE_TEMP_S = 60.0
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files a writer of the state file ``path`` left behind when it was
+    killed between writing and renaming (``.<name>.<pid>.<thread>.tmp``): those of a
+    process that no longer runs, and any older than :data:`STALE_TEMP_S`. The temp
+    files of live writers are left alone. Returns the files removed."""
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    now = time.time()
+    for p in candidates:
+        parts = p.name[len(prefix) :].split(".")
+        if len(parts) != 3 or parts[2] != "tmp" or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        try:
+            age = now - p.stat().st_mtime
+        except OSError:
+            continue
+        if (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_TEMP_S:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _commit(tmp: Path, path: Path) -> None:
@@ -505,6 +583,18 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         self._last_hb_ns = time.perf_counter_ns()
         self._last_meas_ns = self._last_hb_ns
         self._meas_snap: NodeSnapshot | None = None
+        #: ``name -> fn``: fields added to every heartbeat (:meth:`add_heartbeat_source`)
+        self._heartbeat_sources: dict[str, Callable[[], Mapping[str, object]]] = {}
+        #: temp files of killed writers removed at start (:func:`remove_stale_temps`)
+        self.stale_temps_removed: list[Path] = []
+        if self.state_path is not None:
+            self.stale_temps_removed = remove_stale_temps(self.state_path)
+            if self.stale_temps_removed:
+                log.warning(
+                    "O1: removed %d temp file(s) of an interrupted save: %s",
+                    len(self.stale_temps_removed),
+                    ", ".join(p.name for p in self.stale_temps_removed),
+                )
         self._restore()
         node.add_config_listener(self._on_config_change)
         self._thread: threading.Thread | None = None
@@ -518,41 +608,49 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         ``control``)."""
         return ServiceRegistration(
             O1_SERVICE,
-            lambda s: o1_pb2_grpc.add_O1Servicer_to_server(self, s),
+            lambda s: self._add_handlers(s, aio=False),
             O1_PERMISSIONS,
-            add_to_aio_server=self._add_to_aio_server,
+            add_to_aio_server=lambda s: self._add_handlers(s, aio=True),
         )
 
-    def _add_to_aio_server(self, server: grpc.aio.Server) -> None:
-        """On a ``grpc.aio`` server: ``SubscribeEvents`` is a coroutine on the loop; the
-        unary methods stay sync (they run in the server's migration thread pool: ``Set``
-        waits for the arbiter)."""
+    def _add_handlers(self, server: Any, aio: bool) -> None:
+        """Register the four methods, as the generated ``add_O1Servicer_to_server`` but
+        with request deserializers that never raise (:class:`_Undecodable`: a request
+        that does not decode is refused with INVALID_ARGUMENT). On a ``grpc.aio``
+        server ``SubscribeEvents`` is a coroutine on the loop; the unary methods stay
+        sync (they run in the server's migration thread pool: ``Set`` waits for the
+        arbiter)."""
+
+        def unary(fn: Callable[..., Any], req: Any, resp: Any) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                _refusing_undecodable(fn),
+                request_deserializer=_decoder(req),
+                response_serializer=resp.SerializeToString,
+            )
+
+        events: Callable[..., Any] = (
+            _refusing_undecodable_agen(self._aio_subscribe_events)
+            if aio
+            else _refusing_undecodable_gen(self.SubscribeEvents)
+        )
         handlers = {
-            "Get": grpc.unary_unary_rpc_method_handler(
-                self.Get,
-                request_deserializer=o1_pb2.GetRequest.FromString,
-                response_serializer=o1_pb2.GetResponse.SerializeToString,
-            ),
-            "Set": grpc.unary_unary_rpc_method_handler(
-                self.Set,
-                request_deserializer=o1_pb2.SetRequest.FromString,
-                response_serializer=o1_pb2.SetResponse.SerializeToString,
-            ),
+            "Get": unary(self.Get, o1_pb2.GetRequest, o1_pb2.GetResponse),
+            "Set": unary(self.Set, o1_pb2.SetRequest, o1_pb2.SetResponse),
             "SubscribeEvents": grpc.unary_stream_rpc_method_handler(
-                self._aio_subscribe_events,
-                request_deserializer=o1_pb2.SubscribeEventsRequest.FromString,
+                events,
+                request_deserializer=_decoder(o1_pb2.SubscribeEventsRequest),
                 response_serializer=o1_pb2.VesEvent.SerializeToString,
             ),
-            "ListActiveAlarms": grpc.unary_unary_rpc_method_handler(
+            "ListActiveAlarms": unary(
                 self.ListActiveAlarms,
-                request_deserializer=o1_pb2.ListActiveAlarmsRequest.FromString,
-                response_serializer=o1_pb2.ListActiveAlarmsResponse.SerializeToString,
+                o1_pb2.ListActiveAlarmsRequest,
+                o1_pb2.ListActiveAlarmsResponse,
             ),
         }
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(O1_SERVICE, handlers),)
         )
-        server.add_registered_method_handlers(O1_SERVICE, handlers)  # type: ignore[attr-defined]
+        server.add_registered_method_handlers(O1_SERVICE, handlers)
 
     def close(self) -> None:
         """Stop the monitor and end every event stream (cleanly)."""
@@ -778,9 +876,9 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             value = self.get(request.path)
             rev = self.revision
         except PathNotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            context.abort(grpc.StatusCode.NOT_FOUND, _clip(str(exc)))
         except FieldError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _clip(str(exc)))
         return o1_pb2.GetResponse(
             path=request.path or "/", json_value=json.dumps(value), revision=rev
         )
@@ -810,7 +908,7 @@ class O1Service(o1_pb2_grpc.O1Servicer):
         except Exception as exc:  # never a crash: the caller learns, others go on
             log.exception("O1 Set failed")
             code, msg = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-        context.abort(code, msg)
+        context.abort(code, _clip(msg))
 
     def SubscribeEvents(
         self, request: o1_pb2.SubscribeEventsRequest, context: grpc.ServicerContext
@@ -819,7 +917,7 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             if d not in DOMAINS:
                 context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"domains[{i}]: unknown domain {d!r} (one of {', '.join(DOMAINS)})",
+                    _clip(f"domains[{i}]: unknown domain {d!r} (one of {', '.join(DOMAINS)})"),
                 )
         sub = self.subscribe(request.domains or DOMAINS, replay=not request.skip_active_alarms)
         try:
@@ -849,7 +947,7 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             if d not in DOMAINS:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"domains[{i}]: unknown domain {d!r} (one of {', '.join(DOMAINS)})",
+                    _clip(f"domains[{i}]: unknown domain {d!r} (one of {', '.join(DOMAINS)})"),
                 )
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -1088,6 +1186,7 @@ class O1Service(o1_pb2_grpc.O1Servicer):
             self._clear_alarm("l2Silence", f"the L2 spoke {silent_ms:.1f} ms ago")
 
     def _heartbeat(self, interval_s: float) -> None:
+        extra = self._source_fields()  # outside the lock: the sources take their own
         with self._lock:
             seq = self._next_seq("heartbeat")
             nid = self.node.node_id
@@ -1111,10 +1210,31 @@ class O1Service(o1_pb2_grpc.O1Servicer):
                         "subscribers": str(len(self._subs)),
                         "subscribersDropped": str(self.subscribers_dropped),
                         "configRevision": str(self.revision),
+                        **extra,
                     },
                 ),
             )
             self._publish_locked(ev)
+
+    def add_heartbeat_source(self, name: str, fn: Callable[[], Mapping[str, object]]) -> None:
+        """Add ``fn()``'s counters to every heartbeat's ``additionalFields`` as
+        ``<name>.<key>`` (e.g. ``add_heartbeat_source("e2", agent.stats)``: the E2
+        subscriptions, indications dropped for slow subscribers, subscriptions ended).
+        ``fn`` runs in the monitor thread; an exception is logged and skipped."""
+        if not name or "." in name:
+            raise FieldError("name", f"must be a non-empty name without '.', got {name!r}")
+        self._heartbeat_sources[name] = fn
+
+    def _source_fields(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, fn in list(self._heartbeat_sources.items()):
+            try:
+                values = fn()
+            except Exception:
+                log.exception("O1: heartbeat source %r failed", name)
+                continue
+            out.update({f"{name}.{k}": str(v) for k, v in values.items()})
+        return out
 
     def _measure(self) -> None:
         snap = self.node.snapshot()
@@ -1162,6 +1282,89 @@ class _Timeout(AiranError):
 
 class _ApplyFailed(AiranError):
     """The node or the disk refused a valid configuration; the node was left as it was."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """A request whose bytes are not a valid encoding of its message type: the request
+    deserializers return it instead of raising (a raising deserializer makes gRPC
+    answer INTERNAL, or UNKNOWN with a logged traceback per request on a ``grpc.aio``
+    server: found by tests/test_fuzz_grpc.py), and the call is refused with
+    INVALID_ARGUMENT."""
+
+    type_name: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        return _clip(
+            f"request: not a valid {self.type_name} encoding ({self.error or 'decode error'})"
+        )
+
+
+def _decoder(cls: Any) -> Callable[[bytes], Any]:
+    """A request deserializer for message class ``cls`` that never raises."""
+    name = cls.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # DecodeError (other protobuf backends: others)
+            return _Undecodable(name, str(exc))
+
+    return decode
+
+
+def _refusing_undecodable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A unary method ``fn`` that refuses an :class:`_Undecodable` request first."""
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return fn(request, context)
+
+    return call
+
+
+def _refusing_undecodable_gen(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """:func:`_refusing_undecodable` for a sync server-streaming method."""
+
+    def gen(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        yield from fn(request, context)
+
+    return gen
+
+
+def _refusing_undecodable_agen(
+    fn: Callable[..., AsyncIterator[Any]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """:func:`_refusing_undecodable` for a ``grpc.aio`` server-streaming method."""
+
+    async def agen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        async for ev in fn(request, context):
+            yield ev
+
+    return agen
+
+
+#: longest status message (UTF-8 bytes) a refused call carries: messages echo what the
+#: caller sent (a path, a domain), and gRPC percent-encodes them into a trailer that
+#: must stay below its 8 KiB metadata soft limit, or the client gets a transport error
+#: instead of the refusal (found by tests/test_fuzz_grpc.py)
+MAX_MESSAGE_BYTES = 2048
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, saying how much was cut."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    kept = raw[: limit - 48].decode("utf-8", "ignore")
+    return f"{kept}... ({len(text) - len(kept)} more characters)"
 
 
 def _unlink(p: Path | None) -> None:
