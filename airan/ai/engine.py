@@ -59,10 +59,12 @@ class Request:
     generated: list[int] = field(default_factory=list)
     first_token_ns: int = -1
     done_ns: int = -1
+    cancelled: bool = False
 
     @property
     def finished(self) -> bool:
-        return len(self.generated) >= self.max_new_tokens
+        """All its tokens are made, or it was cancelled (:meth:`DecoderEngine.cancel`)."""
+        return self.cancelled or len(self.generated) >= self.max_new_tokens
 
 
 class CostModel:
@@ -156,7 +158,12 @@ class DecoderEngine:
         seed: int = 0,
         tenant: str = "default",
         load: Iterator[tuple[Sequence[int], int]] | None = None,
+        on_token: Callable[[Request, int, int], None] | None = None,
     ) -> None:
+        """``on_token(request, index, token)``, if given, is called as soon as a token's
+        value is known (by the work of the slice that computes it, in execution order):
+        a server streams tokens from it. It runs where the slices' work runs (the
+        executor) and must be short."""
         if isinstance(max_batch, bool) or not isinstance(max_batch, int):
             raise FieldError("max_batch", f"must be an integer, got {max_batch!r}")
         if not 1 <= max_batch <= 4096:
@@ -179,6 +186,7 @@ class DecoderEngine:
         self.rng = np.random.default_rng(seed)
         self.tenant = tenant
         self.load = load
+        self.on_token = on_token
         self.waiting: deque[Request] = deque()
         self.active: list[Request] = []
         self.completed: list[Request] = []
@@ -217,6 +225,29 @@ class DecoderEngine:
         r = Request(next(self._ids), toks, max_new_tokens, self.now(), self.tenant)
         self.waiting.append(r)
         return r
+
+    def cancel(self, r: Request) -> bool:
+        """Stop serving ``r``: a waiting request leaves the queue; a running one leaves the
+        batch at the next step boundary (tokens of slices already made still get their
+        values) and frees its cache slot. Call it where ``next_slice`` is called (the
+        arbiter's thread). ``False`` if it had finished (or was cancelled) already."""
+        if r.finished:
+            return False
+        r.cancelled = True
+        r.done_ns = self.now()
+        if r in self.waiting:
+            self.waiting.remove(r)
+            self.completed.append(r)
+        return True
+
+    @property
+    def last_offered(self) -> tuple[Slice, tuple[Request, ...]] | None:
+        """The slice made last and the requests it serves (one per row, or the one whose
+        prompt it prefills), until it is refused: what a server needs to share each
+        slice's device time among the requests."""
+        if self._offered is None:
+            return None
+        return self._offered[0], tuple(self._offered[1].requests)
 
     @property
     def done(self) -> bool:
@@ -269,7 +300,7 @@ class DecoderEngine:
     def _start_step(self) -> _Step | None:
         self._admit()
         decoding = [r for r in self.active if r.prefilled == len(r.prompt) and not r.finished]
-        prefilling = [r for r in self.active if r.prefilled < len(r.prompt)]
+        prefilling = [r for r in self.active if r.prefilled < len(r.prompt) and not r.cancelled]
         # Alternate: a long prompt never stalls the requests already generating.
         if prefilling and (not decoding or self._last_kind == DECODE):
             step = self._prefill_step(prefilling[0])
@@ -416,12 +447,16 @@ class DecoderEngine:
             logits = self.model.logits(step.h)
         toks = self.model.sample(logits, self.temperature, self.rng)
         t = self.now()
+        on_token = self.on_token
         for r, tok in zip(step.requests, toks, strict=True):
-            r.generated[step.gen_index[r.request_id]] = int(tok)
+            i = step.gen_index[r.request_id]
+            r.generated[i] = int(tok)
             if r.first_token_ns < 0:
                 r.first_token_ns = t
-            if r.finished:
+            if r.finished and not r.cancelled:
                 r.done_ns = t
+            if on_token is not None:
+                on_token(r, i, int(tok))
 
     # -- figures -----------------------------------------------------------------------
     def ttft_ns(self) -> list[int]:
