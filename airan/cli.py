@@ -19,12 +19,13 @@ from airan.core.errors import FieldError
 from airan.core.policy import POLICY_NAMES, Policy
 from airan.core.profile import PROFILE_P, DeviceProfile
 from airan.core.report import RunReport
+from airan.outputs import check_output_path, write_atomic
 from airan.ran.config import RanConfig
 from airan.sched.arbiter import Progress as RunProgress
 from airan.serve import add_parser as add_serve_parser
 from airan.serve import cmd_serve
 from airan.synthetic import SyntheticConfig
-from airan.telemetry.trace import TRACE_EVENTS, Recorder, check_trace_path, write_trace
+from airan.telemetry.trace import TRACE_EVENTS, Recorder, write_trace
 
 #: the policies ``airan bench`` runs, in this order
 BENCH_POLICIES = ("exclusive", "fifo", "tdm", "airan")
@@ -273,26 +274,13 @@ def summary_table(report: RunReport) -> Table:
     return t
 
 
-def _check_json_path(path: Path | None) -> None:
-    """Refuse an unwritable ``--json`` path before the run, not after it."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise FieldError("--json", f"{path} is a directory; give a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FieldError("--json", f"the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise FieldError("--json", f"{path} is not writable")
-
-
 def _finish(report: RunReport, args: argparse.Namespace, console: Console) -> int:
     console.print(summary_table(report))
     trace = report.workload.get("trace")
     if isinstance(trace, dict):
         console.print(f"trace written to {trace['path']}: open it in https://ui.perfetto.dev")
     if args.json is not None:
-        args.json.write_text(report.to_json() + "\n")
+        write_atomic(args.json, report.to_json() + "\n")
         console.print(f"run report written to {args.json}")
     return 0
 
@@ -329,7 +317,7 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
     from airan.profiling import measure_profile
     from airan.runner import ran_defaults
 
-    _check_json_path(args.out)
+    check_output_path(args.out, "--out")
     backend = select_backend(args.backend)
     data: dict[str, object] = dict(ran_defaults(backend.name == "cupy"))
     data.update({k: getattr(args, k) for k in _RAN_FLAGS if getattr(args, k) is not None})
@@ -365,7 +353,7 @@ def _cmd_profile(args: argparse.Namespace, console: Console) -> int:
         f"radio work per slot: p50 {w[i50]:.0f} µs, p99 {w[i99]:.0f} µs, max {w[-1]:.0f}"
         f" µs; AI ({prof.ai_tenant}) {prof.ai_tokens_per_device_s:.0f} tokens per device second"
     )
-    args.out.write_text(prof.model_dump_json(indent=2) + "\n")
+    write_atomic(args.out, prof.model_dump_json(indent=2) + "\n")
     console.print(f"profile written to {args.out}")
     return 0
 
@@ -411,7 +399,7 @@ def _cmd_capacity(
     if not b.sufficient <= plan.fit <= b.necessary:
         console.print("[red]the simulated answer lies outside the analytic bounds[/red]")
     if args.json is not None:
-        args.json.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+        write_atomic(args.json, json.dumps(plan.to_dict(), indent=2) + "\n")
         console.print(f"plan written to {args.json}")
     return 0
 
@@ -433,12 +421,12 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
             )
         args.workload = "du"
         if args.capacity:
-            _check_json_path(args.json)
+            check_output_path(args.json, "--json")
             return _cmd_capacity(args, console, prof, policy)
     ran = _ran(args, gpu=True) if prof is None else _profile_cell(args, prof)
     cfg = _workload(args, 500.0)
-    _check_json_path(args.json)
-    check_trace_path(args.trace)
+    check_output_path(args.json, "--json")
+    check_output_path(args.trace, "--trace")
     if ran is not None:
         source = "the L1 cost model" if prof is None else f"the profile of {prof.device}"
         note = du_note(ran, f"a simulated device (durations from {source})")
@@ -597,6 +585,29 @@ def _run_on_device(
     return [RunReport.model_validate(r) for r in out["reports"]], out["timelines"]
 
 
+def _device_params(
+    args: argparse.Namespace,
+    policies: Sequence[Policy],
+    workload: dict[str, object],
+    ran: RanConfig | None,
+    timeline_slots: int,
+) -> dict[str, Any]:
+    """What :func:`_device_child` runs (plain data: it crosses a process boundary). The
+    runs are recorded when a trace or a timeline is asked for."""
+    return {
+        "backend": args.backend,
+        "policies": [p.model_dump() for p in policies],
+        "workload": workload,
+        "seconds": args.seconds,
+        "seed": args.seed,
+        "ai": args.ai,
+        "ran": None if ran is None else ran.model_dump(mode="json"),
+        "trace": None if args.trace is None else str(args.trace),
+        "record": args.trace is not None or timeline_slots > 0,
+        "timeline_slots": timeline_slots,
+    }
+
+
 def _gpu(args: argparse.Namespace) -> bool:
     from airan.backend import probe_cupy
 
@@ -662,25 +673,15 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     if ran is None:
         synthetic = wl_defaults if kind == "synthetic" else {}
         workload = _workload(args, None, synthetic).model_dump(mode="json")
-    _check_json_path(args.json)
-    check_trace_path(args.trace)
+    check_output_path(args.json, "--json")
+    check_output_path(args.trace, "--trace")
     if args.plot is not None:
         from airan.telemetry.plots import require_matplotlib
 
-        check_trace_path(args.plot, "--plot")
+        check_output_path(args.plot, "--plot")
         require_matplotlib()
-    params = {
-        "backend": args.backend,
-        "policies": [p.model_dump() for p in policies],
-        "workload": workload,
-        "seconds": args.seconds,
-        "seed": args.seed,
-        "ai": args.ai,
-        "ran": None if ran is None else ran.model_dump(mode="json"),
-        "trace": None if args.trace is None else str(args.trace),
-        "record": args.trace is not None or args.plot is not None,
-        "timeline_slots": args.timeline_slots if args.plot is not None else 0,
-    }
+    timeline = args.timeline_slots if args.plot is not None else 0
+    params = _device_params(args, policies, workload, ran, timeline)
     reports, timelines = _run_on_device(params, console, _note(ran), args.ai)
     console.print(bench_table(reports))
     if args.json is not None:
@@ -693,7 +694,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             },
             "runs": [r.model_dump(mode="json") for r in reports],
         }
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         console.print(f"run reports written to {args.json}")
     if args.trace is not None:
         console.print(f"trace written to {args.trace}: open it in https://ui.perfetto.dev")
@@ -720,24 +721,13 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     gpu = _gpu(args)
     policy = _policy(args, device_defaults(gpu)[0])
     ran = _ran(args, gpu)
-    _check_json_path(args.json)
-    check_trace_path(args.trace)
+    check_output_path(args.json, "--json")
+    check_output_path(args.trace, "--trace")
     # Validated here (bad flags fail before anything starts); the slot length, unless
     # given, is chosen in the child once the backend is known.
     _workload(args, 1000.0)
     workload = {k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None}
-    params = {
-        "backend": args.backend,
-        "policies": [policy.model_dump()],
-        "workload": workload,
-        "seconds": args.seconds,
-        "seed": args.seed,
-        "ai": args.ai,
-        "ran": None if ran is None else ran.model_dump(mode="json"),
-        "trace": None if args.trace is None else str(args.trace),
-        "record": args.trace is not None,
-        "timeline_slots": 0,
-    }
+    params = _device_params(args, [policy], workload, ran, 0)
     reports, _ = _run_on_device(params, console, _note(ran), args.ai)
     return _finish(reports[0], args, console)
 

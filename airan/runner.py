@@ -111,13 +111,19 @@ def ran_defaults(gpu: bool) -> dict[str, object]:
     }
 
 
+#: the built-in decoder's size on a CPU (the demo's, and a grid site's)
+CPU_MODEL = ModelConfig(
+    vocab_size=512, d_model=64, n_heads=4, n_layers=4, d_ff=128, max_context=256
+)
+#: ... and on a GPU
+GPU_MODEL = ModelConfig(
+    vocab_size=8192, d_model=512, n_heads=8, n_layers=8, d_ff=2048, max_context=512
+)
+
+
 def demo_model_config(backend: Backend) -> ModelConfig:
     """The built-in decoder's size for the demo: small on a CPU, larger on a GPU."""
-    if backend.name == "cupy":
-        return ModelConfig(
-            vocab_size=8192, d_model=512, n_heads=8, n_layers=8, d_ff=2048, max_context=512
-        )
-    return ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_layers=4, d_ff=128, max_context=256)
+    return GPU_MODEL if backend.name == "cupy" else CPU_MODEL
 
 
 def demo_engine(

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from airan.core.errors import FieldError
 from airan.core.policy import TENANT_NAME, CheckedModel
 from airan.node import AiTenantConfig, NodeConfig
+from airan.outputs import check_output_path, write_atomic
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -482,19 +483,6 @@ def load_config(path: Path | str) -> ServeConfig:
 # ----------------------------------------------------------------------- resources
 
 
-def _check_writable(path: Path, name: str) -> None:
-    """``path`` can be created or replaced (its nearest existing folder is writable)."""
-    if path.is_dir():
-        raise FieldError(name, f"{path} is a directory; give a file path")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise FieldError(name, f"cannot write {path}: {folder} is not a writable folder")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise FieldError(name, f"{path} is not writable")
-
-
 def _security(sec: _GrpcPort, where: str) -> ServerSecurity:
     """The :class:`ServerSecurity` of a port, its files read and checked now."""
     from airan.ric.security import Access, ServerSecurity, TlsFiles
@@ -547,7 +535,7 @@ def check_resources(cfg: ServeConfig, trace: Path | None = None) -> Resources:
             out.o1_security = _security(cfg.o1, "o1")
         if cfg.o1.state is not None:
             state = Path(cfg.o1.state)
-            _check_writable(state, "o1.state")
+            check_output_path(state, "o1.state", make_folders=True)
             if state.exists():
                 from airan.ric.o1 import load_state
 
@@ -557,10 +545,12 @@ def check_resources(cfg: ServeConfig, trace: Path | None = None) -> Resources:
                 except FieldError as exc:
                     out.notes.append(f"O1 state {state} not restored: {exc}")
     if cfg.report is not None:
-        _check_writable(Path(cfg.report.path), "report.path")
+        check_output_path(Path(cfg.report.path), "report.path", make_folders=True)
     trace_path = trace if trace is not None else (None if cfg.trace is None else cfg.trace.path)
     if trace_path is not None:
-        _check_writable(Path(trace_path), "--trace" if trace is not None else "trace.path")
+        check_output_path(
+            Path(trace_path), "--trace" if trace is not None else "trace.path", make_folders=True
+        )
     if cfg.device.cpus is not None:
         have = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
         bad = sorted(set(cfg.device.cpus) - have)
@@ -573,22 +563,6 @@ def check_resources(cfg: ServeConfig, trace: Path | None = None) -> Resources:
 
 
 # =========================================================================== the service
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync,
-    ``os.replace`` (a reader sees the old file or the new one, never a part)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _O1Server:
@@ -870,7 +844,7 @@ class NodeService:
         if cfg.report is not None:
             path = Path(cfg.report.path)
             try:
-                _write_atomic(path, report.to_json() + "\n")
+                write_atomic(path, report.to_json() + "\n")
                 result.report = path
             except OSError as exc:
                 result.errors.append(f"report.path: cannot write {path}: {exc}")

@@ -19,7 +19,6 @@ from airan.core.profile import (
     DeviceProfile,
     EmpiricalDist,
     SliceProfile,
-    capacity_bounds,
     profile_model,
 )
 from airan.profiling import measure_profile
@@ -139,8 +138,10 @@ def test_profiles_refuse_bad_data() -> None:
         DeviceProfile.parse(bad)
     with pytest.raises(FieldError, match="max_cells"):
         plan_capacity(_profile(1.0), CELL, 10, Policy(), max_cells=17)
-    with pytest.raises(FieldError):
-        capacity_bounds(_profile(1.0), 500.0, 1900.0, 100.0, 4) and EmpiricalDist([1.0])
+    with pytest.raises(FieldError, match="quantiles_us"):
+        EmpiricalDist([1.0])  # not one value per probability of PROFILE_P
+    with pytest.raises(FieldError, match="slots"):
+        measure_profile(select_backend("numpy"), CELL, 5)
 
 
 def test_measure_a_profile_on_this_cpu_and_plan_with_it(tmp_path: Path) -> None:
@@ -165,6 +166,8 @@ def test_measure_a_profile_on_this_cpu_and_plan_with_it(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_bad_profile_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "--out", str(tmp_path)]) == 2
+    assert "--out" in capsys.readouterr().err
     assert main(["simulate", "--capacity"]) == 2
     assert "--capacity" in capsys.readouterr().err
     assert main(["simulate", "--profile", str(tmp_path / "none.json")]) == 2

@@ -52,31 +52,13 @@ from airan.core.errors import FieldError
 from airan.core.policy import TENANT_NAME, CheckedModel, Policy
 from airan.core.slices import Slice, SliceKey, SliceKind
 from airan.ran.config import RanConfig
+from airan.runner import CPU_MODEL, ran_defaults
 from airan.sched.executors import NEVER, DurationDist, PacedSimExecutor, Stream
 
 __all__ = ["AiSimExecutor", "Site", "SiteHandle", "SiteOptions", "build_site", "spawn_site"]
 
-#: the built-in decoder at its CPU demo size (``airan.runner.demo_model_config``)
-CPU_MODEL = ModelConfig(
-    vocab_size=512, d_model=64, n_heads=4, n_layers=4, d_ff=128, max_context=256
-)
-
 #: the arbiter's guard on AI slices (µs)
 GUARD_US = 20.0
-
-#: a light cell (``airan.runner.ran_defaults`` for a CPU): one 5 MHz µ=0 cell, two UEs,
-#: light traffic, the longest budgets; the MAC costs a few % of a core per site
-LIGHT_CELL: dict[str, Any] = {
-    "numerology": 0,
-    "bandwidth_mhz": 5,
-    "antennas": 2,
-    "layers": 1,
-    "ues": 2,
-    "max_ues_per_slot": 1,
-    "slot_ahead": 8,
-    "ul_deadline_slots": 8,
-    "traffic": {"kind": "poisson", "dl_rate_mbps": 0.1, "ul_rate_mbps": 0.05, "packet_bytes": 500},
-}
 
 
 class AiSimExecutor(PacedSimExecutor):
@@ -178,7 +160,7 @@ class SiteOptions(CheckedModel):
         "(at least 1 ms). It is the radio's blocking term: the light cell's 8-slot budgets "
         "take a few ms.",
     )
-    ran: RanConfig = Field(default_factory=lambda: RanConfig.parse(LIGHT_CELL))
+    ran: RanConfig = Field(default_factory=lambda: RanConfig.parse(ran_defaults(gpu=False)))
 
     @field_validator("tenants")
     @classmethod

@@ -25,7 +25,6 @@ dropped), so a node may record for days in bounded memory.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from airan.core.errors import FieldError
+from airan.outputs import atomic_writer
 
 #: events a command-line run keeps (``--trace``): about 200 MB of JSON at most
 TRACE_EVENTS = 2_000_000
@@ -176,14 +176,6 @@ class Recorder:
     def misses(self) -> list[MissRecord]:
         return [MissRecord(*r[1:]) for r in self._records() if r[0] == _MISS]
 
-    def deadlines(self) -> list[tuple[int, int]]:
-        """``(deadline_ns, task_id)`` of every radio task with a recorded slice."""
-        seen: dict[int, int] = {}
-        for r in self._records():
-            if r[0] == _RADIO:
-                seen[r[5]] = r[8]
-        return sorted((d, t) for t, d in seen.items())
-
     # -- trace events --------------------------------------------------------------------
     def trace_events(self, pid: int = 1) -> Iterator[dict[str, Any]]:
         """This run's events in the Trace Event Format, times in µs from its start."""
@@ -306,19 +298,6 @@ def _sort(pid: int, tid: int) -> dict[str, Any]:
     }
 
 
-def check_trace_path(path: Path | None, flag: str = "--trace") -> None:
-    """Refuse an unwritable trace path before a run, not after it."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise FieldError(flag, f"{path} is a directory; give a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FieldError(flag, f"the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise FieldError(flag, f"{path} is not writable")
-
-
 def write_trace(
     path: Path | str, recorders: Sequence[Recorder], metadata: dict[str, Any] | None = None
 ) -> int:
@@ -339,28 +318,20 @@ def write_trace(
         }
         for i, r in enumerate(recorders)
     ]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write('{"displayTimeUnit": "ms", "otherData": ')
-            f.write(json.dumps(other, default=str))
-            f.write(', "traceEvents": [\n')
-            first = True
-            for i, r in enumerate(recorders):
-                for ev in r.trace_events(pid=i + 1):
-                    if not first:
-                        f.write(",\n")
-                    f.write(json.dumps(ev, separators=(",", ":"), default=str))
-                    first = False
-                    n += 1
-            f.write("\n]}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        f.write('{"displayTimeUnit": "ms", "otherData": ')
+        f.write(json.dumps(other, default=str))
+        f.write(', "traceEvents": [\n')
+        first = True
+        for i, r in enumerate(recorders):
+            for ev in r.trace_events(pid=i + 1):
+                if not first:
+                    f.write(",\n")
+                f.write(json.dumps(ev, separators=(",", ":"), default=str))
+                first = False
+                n += 1
+        f.write("\n]}\n")
     return n
 
 
