@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import ConfigDict, Field
 
 from airan.core.errors import FieldError
+from airan.core.faults import ALARM_SOURCE, FaultPlan
 from airan.core.policy import TENANT_NAME, CheckedModel, Policy, TenantPolicy
 from airan.core.report import Percentiles, RunReport
 from airan.core.rrm import SliceQuota, check_quotas
@@ -43,6 +44,7 @@ from airan.sched.arbiter import (
 if TYPE_CHECKING:
     from airan.ai.engine import DecoderEngine
     from airan.backend import Backend
+    from airan.sched.faults import FaultInjector
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ class Node:
         self._thread: threading.Thread | None = None
         self._faults: deque[Fault] = deque(maxlen=256)
         self._seen_job_errors: set[int] = set()
+        self._seen_fault: tuple[int, int] = (0, 0)  # (id of the arbiter's log, last id)
+        self._seen_stall: int = 0  # issue time of the slice the watchdog last reported
         self._listeners: list[Callable[[NodeConfig, NodeConfig], None]] = []
         #: the seed the node was built with (for its report), if known
         self.seed: int | None = None
@@ -529,7 +533,7 @@ class Node:
         report.workload["ai"] = dict(self.ai_kinds)
         ttft: list[int] = []
         for engine in self.engines.values():
-            report.ai.requests += len(engine.completed)
+            report.ai.requests += engine.completed_total
             ttft.extend(engine.ttft_ns())
         if ttft:
             ttft.sort()
@@ -541,15 +545,50 @@ class Node:
             report.workload["model"] = next(iter(self.engines.values())).cfg.model_dump()
         return report
 
+    def install_faults(self, plan: FaultPlan) -> FaultInjector:
+        """Plant the faults of ``plan`` (tests, ``airan serve``'s ``[[faults]]``) in this
+        node's next run: the arbiter's slices and jobs, and the in-process L2. Before
+        :meth:`start`."""
+        from airan.sched.faults import FaultInjector
+
+        if self.running:
+            raise FieldError("faults", "cannot be installed while the node runs")
+        injector = FaultInjector(plan, self.arbiter.executor)
+        self.arbiter.install_faults(injector)
+        self.du.install_faults(injector)
+        return injector
+
     def health(self) -> Health:
-        """Faults so far, the L2's last sign of life, and the miss counters."""
-        for job in list(self.arbiter.jobs):
+        """Faults so far, the L2's last sign of life, and the miss counters.
+
+        Faults are the AI jobs that failed, the faults the arbiter detected
+        (:mod:`airan.core.faults`: source ``radio`` for an overrun, ``ai`` for a hang,
+        ``executor`` for an executor error), and the watchdog's: a slice on the device
+        past ``overrun_factor`` times its prediction *now*, reported while it lasts."""
+        now = time.perf_counter_ns()
+        arb = self.arbiter
+        for job in list(arb.jobs):
             if job.error is not None and id(job) not in self._seen_job_errors:
                 self._seen_job_errors.add(id(job))
-                self._faults.append(
-                    Fault("ai", f"tenant {job.tenant}: {job.error}", time.perf_counter_ns())
-                )
-        c = self.arbiter.counters()
+                self._faults.append(Fault("ai", f"tenant {job.tenant}: {job.error}", now))
+        log_id, last = self._seen_fault
+        flog = arb.fault_log
+        if id(flog) != log_id:  # a new run: its ids start at 1 again
+            log_id, last = id(flog), 0
+        for f in tuple(flog):
+            if f.fault_id > last:
+                last = f.fault_id
+                text = f"{f.kind.value} (fault {f.fault_id}): {f.detail}"
+                self._faults.append(Fault(ALARM_SOURCE[f.kind], text, now))
+        self._seen_fault = (log_id, last)
+        cur = arb.inflight
+        if cur is not None and cur[0] != self._seen_stall:
+            stall = arb.stalled(now)
+            if stall is not None:
+                self._seen_stall = cur[0]
+                source = "ai" if stall.startswith("AI") else "radio"
+                self._faults.append(Fault(source, f"watchdog: {stall}", now))
+        c = arb.counters()
         return Health(
             running=self.running,
             faults=tuple(self._faults),

@@ -286,7 +286,7 @@ def run_on_device(
     if engine is not None:
         report.workload["model"] = engine.cfg.model_dump()
         ttft = sorted(engine.ttft_ns())
-        report.ai.requests = len(engine.completed)
+        report.ai.requests = engine.completed_total
         if ttft:
             report.ai.ttft_ms = Percentiles(
                 p50=ttft[len(ttft) // 2] / 1e6,

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airan.core.errors import FieldError
+from airan.core.faults import FaultKind, FaultPlan, FaultSpec
 from airan.core.policy import TENANT_NAME, CheckedModel
 from airan.node import AiTenantConfig, NodeConfig
 from airan.outputs import check_output_path, write_atomic
@@ -215,11 +216,13 @@ class TraceConfig(_Section):
 class ServeConfig(BaseModel):
     """The whole file. Sections: ``node`` (:class:`~airan.node.NodeConfig`: node_id,
     policy, ran, alarms), ``device``, ``ai``, ``e2``, ``o1``, ``metrics``, ``report``,
-    ``trace``. ``e2``, ``o1``, ``report`` and ``trace`` are off unless present."""
+    ``trace``, ``faults``. ``e2``, ``o1``, ``report`` and ``trace`` are off unless present;
+    ``faults`` (``[[faults]]`` tables, :class:`~airan.core.faults.FaultSpec`) plants faults
+    on purpose, for a lab or a rehearsal (``docs/reliability.md``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     _sections: ClassVar[tuple[str, ...]] = (
-        "node", "device", "ai", "e2", "o1", "metrics", "report", "trace",
+        "node", "device", "ai", "e2", "o1", "metrics", "report", "trace", "faults",
     )  # fmt: skip
 
     node: NodeConfig = Field(default_factory=NodeConfig)
@@ -230,6 +233,7 @@ class ServeConfig(BaseModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     report: ReportConfig | None = None
     trace: TraceConfig | None = None
+    faults: list[FaultSpec] = Field(default_factory=list, max_length=64)
 
 
 # ----------------------------------------------------------------------- reading
@@ -276,6 +280,8 @@ def _inner_model(annotation: Any) -> Any:
                 return _inner_model(arg)
     if origin is dict:
         return ("dict", _inner_model(typing.get_args(annotation)[1]))
+    if origin is list:
+        return ("list", _inner_model(typing.get_args(annotation)[0]))
     return annotation
 
 
@@ -283,7 +289,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     """The keys the model at ``loc`` (the parent of an unknown key) accepts."""
     model: Any = ServeConfig
     for part in loc:
-        if isinstance(model, tuple):  # a dict of models: any key, then the model
+        if isinstance(model, tuple):  # a dict or list of models: any key, then the model
             model = model[1]
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -411,6 +417,13 @@ def _cross_check(cfg: ServeConfig, source: Path) -> None:
     def err(name: str, reason: str) -> FieldError:
         return FieldError(name, f"{reason} (in {source})")
 
+    for i, spec in enumerate(cfg.faults):
+        if spec.kind is FaultKind.L2_FLOOD:
+            raise err(
+                f"faults.{i}.kind",
+                "l2_flood needs an L2 that sends messages (FAPI over ZMQ): airan serve runs "
+                "the MAC in-process; the flood is tested at the FAPI L1 (tests/test_faults.py)",
+            )
     declared = cfg.node.policy.tenants
     for name in cfg.ai.tenants or {}:
         if declared and name not in declared:
@@ -674,6 +687,9 @@ class NodeService:
             raise FieldError("device.backend", exc.reason) from None
         node_cfg = self.resources.node or cfg.node
         self.node = Node.on_device(node_cfg, self.backend, cfg.device.seed, ai=cfg.ai.tenants)
+        if cfg.faults:
+            self.node.install_faults(FaultPlan(faults=cfg.faults))
+            self.say(f"fault injection: {len(cfg.faults)} planned fault(s) (the [[faults]] tables)")
         return self.node
 
     def start(self) -> None:

@@ -27,7 +27,7 @@ from airan.backend import probe_cupy
 from airan.core.errors import FieldError
 from airan.core.slices import Slice, SliceKind
 from airan.sched.cupy_executor import CapturedGraph, CupyExecutor, capture
-from airan.sched.executors import NEVER, Completion, Stream
+from airan.sched.executors import NEVER, Completion, Failed, Stream
 
 GPU = probe_cupy()
 gpu = pytest.mark.gpu
@@ -321,14 +321,23 @@ def test_submit_rejects_bad_input(fake: FakeCupy) -> None:
     assert not ex.busy()
 
 
-def test_failed_work_leaves_nothing_in_flight(fake: FakeCupy) -> None:
+def test_failed_work_is_reported_as_a_failed_completion(fake: FakeCupy) -> None:
+    """An issue that raises (a CUDA error, a bug in the work) never escapes submit: it
+    comes back from the next poll as a completion tagged Failed, with the error, and
+    nothing stays in flight (docs/reliability.md, executor error)."""
     ex = CupyExecutor()
 
     def boom() -> None:
         raise ValueError("boom")
 
-    with pytest.raises(ValueError, match="boom"):
-        ex.submit(_slice(boom), Stream.AI, "x")
+    ex.submit(_slice(boom), Stream.AI, "x")
+    assert ex.busy()  # until the failure is polled
+    ex.wait(NEVER)  # returns at once: a failure is waiting
+    out = _drain(ex)
+    assert len(out) == 1
+    tag, stream, start, end = out[0]
+    assert isinstance(tag, Failed) and tag.tag == "x" and str(tag.error) == "boom"
+    assert stream == Stream.AI and start == end
     assert not ex.busy()
     assert fake.cuda.get_current_stream() is fake.cuda.null
     ex.submit(_slice(lambda: fake.kernel(0.1)), Stream.AI, "y")  # the AI slot is free

@@ -38,6 +38,8 @@ from airan.sched.executors import DurationDist
 
 PREFILL = "ai.prefill"
 DECODE = "ai.decode"
+#: completed requests an engine keeps (its counters count them all)
+COMPLETED_KEPT = 4096
 
 
 def pow2(n: int) -> int:
@@ -189,8 +191,12 @@ class DecoderEngine:
         self.on_token = on_token
         self.waiting: deque[Request] = deque()
         self.active: list[Request] = []
-        self.completed: list[Request] = []
-        self.rejected: list[str] = []  # load items refused at submit, with the reason
+        #: the last COMPLETED_KEPT requests that finished (or were cancelled), oldest first
+        self.completed: deque[Request] = deque(maxlen=COMPLETED_KEPT)
+        #: how many finished (or were cancelled) in all
+        self.completed_total = 0
+        #: the last load items refused at submit, with the reason
+        self.rejected: deque[str] = deque(maxlen=COMPLETED_KEPT)
         self._closed = False
         self._free = list(range(max_batch - 1, -1, -1))
         self._ids = itertools.count(1)
@@ -238,6 +244,7 @@ class DecoderEngine:
         if r in self.waiting:
             self.waiting.remove(r)
             self.completed.append(r)
+            self.completed_total += 1
         return True
 
     @property
@@ -279,6 +286,7 @@ class DecoderEngine:
             self.active.remove(r)
             self._free.append(r.slot)
             self.completed.append(r)
+            self.completed_total += 1
         while self._free:
             if not self.waiting and self.load is not None:
                 try:
@@ -460,7 +468,8 @@ class DecoderEngine:
 
     # -- figures -----------------------------------------------------------------------
     def ttft_ns(self) -> list[int]:
-        """Time to first token of the requests that got one (on this engine's clock)."""
+        """Time to first token of the requests that got one (on this engine's clock): the
+        active ones and the last ``COMPLETED_KEPT`` completed."""
         return [
             r.first_token_ns - r.submitted_ns
             for r in itertools.chain(self.completed, self.active)

@@ -120,6 +120,21 @@ class Policy(CheckedModel):
     fifo_depth: int = Field(
         4, ge=1, le=1024, description="AI slices a naive FIFO keeps queued on the device."
     )
+    overrun_factor: float = Field(
+        4.0,
+        ge=1.5,
+        le=1000.0,
+        description="A radio slice longer than this many times its prediction, or an AI "
+        "slice longer than this many times its budget, is a fault (radio_overrun, ai_hang): "
+        "AI is shed and an alarm raised.",
+    )
+    shed_hold_us: float = Field(
+        20_000.0,
+        ge=0.0,
+        le=60_000_000.0,
+        description="After a fault (radio overrun, AI hang, executor error) no AI slice "
+        "starts for this long (airan policy): AI is shed first.",
+    )
     tenants: dict[str, TenantPolicy] = Field(
         default_factory=dict,
         description="The AI tenants and their weights, quotas and pause flags. Empty: any "

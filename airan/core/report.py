@@ -7,11 +7,52 @@ time over the time the radio left idle (wall time minus radio busy time);
 
 from __future__ import annotations
 
+import random
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class Reservoir:
+    """A bounded, uniform sample of a stream of integers (Vitter's algorithm R), with the
+    exact count and maximum: a node that runs for months keeps ``capacity`` samples
+    (8 bytes each), not one per radio task.
+
+    Up to ``capacity`` values the sample is the whole stream, so short runs get exact
+    percentiles; beyond it every value has the same chance ``capacity / count`` to be in
+    the sample. ``seed`` makes the sample reproducible."""
+
+    __slots__ = ("_rng", "capacity", "count", "max", "values")
+
+    def __init__(self, capacity: int = 1 << 20, seed: int = 0) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        self.capacity = capacity
+        self.values = array("q")
+        self.count = 0
+        self.max: int | None = None
+        self._rng = random.Random(seed)
+
+    def add(self, x: int) -> None:
+        self.count += 1
+        if self.max is None or x > self.max:
+            self.max = x
+        if len(self.values) < self.capacity:
+            self.values.append(x)
+            return
+        j = self._rng.randrange(self.count)
+        if j < self.capacity:
+            self.values[j] = x
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def array(self) -> np.ndarray:
+        """The sample as an int64 array (a view: copy it before changing it)."""
+        return np.frombuffer(self.values, dtype=np.int64) if self.values else np.zeros(0, np.int64)
 
 
 class LatencyStats(BaseModel):
@@ -25,12 +66,21 @@ class LatencyStats(BaseModel):
     max: float = 0.0
 
     @classmethod
-    def from_ns(cls, values_ns: Sequence[int] | np.ndarray) -> LatencyStats:
-        a = np.asarray(values_ns, dtype=np.float64)
+    def from_ns(cls, values_ns: Sequence[int] | np.ndarray | Reservoir) -> LatencyStats:
+        """From samples in ns; a :class:`Reservoir` gives its exact maximum."""
+        top = values_ns.max if isinstance(values_ns, Reservoir) else None
+        a = _samples(values_ns)
         if a.size == 0:
             return cls()
         p50, p99, p999 = np.percentile(a, [50.0, 99.0, 99.9]) / 1000.0
-        return cls(p50=float(p50), p99=float(p99), p999=float(p999), max=float(a.max()) / 1000.0)
+        mx = float(a.max()) if top is None else float(top)
+        return cls(p50=float(p50), p99=float(p99), p999=float(p999), max=mx / 1000.0)
+
+
+def _samples(values_ns: Sequence[int] | np.ndarray | Reservoir) -> np.ndarray:
+    if isinstance(values_ns, Reservoir):
+        return values_ns.array().astype(np.float64)
+    return np.asarray(values_ns, dtype=np.float64)
 
 
 #: the probabilities at which ``ran.latency_cdf_us`` gives the radio latency: every
@@ -38,12 +88,15 @@ class LatencyStats(BaseModel):
 LATENCY_CDF_P: tuple[float, ...] = (*(i / 100 for i in range(100)), 0.999, 0.9999, 1.0)
 
 
-def latency_cdf_us(values_ns: Sequence[int] | np.ndarray) -> list[float]:
-    """The latency (µs) at each probability of :data:`LATENCY_CDF_P`; empty if no sample."""
-    a = np.asarray(values_ns, dtype=np.float64)
+def latency_cdf_us(values_ns: Sequence[int] | np.ndarray | Reservoir) -> list[float]:
+    """The latency (µs) at each probability of :data:`LATENCY_CDF_P`; empty if no sample.
+    From a :class:`Reservoir`, the last point is the exact maximum."""
+    a = _samples(values_ns)
     if a.size == 0:
         return []
     q = np.quantile(a, LATENCY_CDF_P) / 1000.0
+    if isinstance(values_ns, Reservoir) and values_ns.max is not None:
+        q[-1] = values_ns.max / 1000.0
     return [round(float(v), 3) for v in q]
 
 
@@ -121,6 +174,29 @@ class ArbiterSection(BaseModel):
     decision_us: Percentiles = Field(default_factory=Percentiles)
 
 
+class FaultSection(BaseModel):
+    """Faults the arbiter detected, the misses blamed on them, and what was injected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detected: dict[str, int] = Field(
+        default_factory=dict, description="Faults detected, by kind (docs/reliability.md)."
+    )
+    misses_blamed: int = Field(
+        0, description="Radio misses inside a busy period in which a fault was detected."
+    )
+    misses_unexplained: int = Field(0, description="Radio misses with no fault to blame.")
+    shed_us: float = Field(0.0, description="Time AI was shed after faults, µs.")
+    records: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The last detected faults (id, kind, t_us from the run start, detail, "
+        "misses blamed on it).",
+    )
+    injected: list[dict[str, Any]] = Field(
+        default_factory=list, description="Planned faults that were injected, when and on what."
+    )
+
+
 class RunReport(BaseModel):
     """What one run of the arbiter did. ``workload`` describes what was run."""
 
@@ -137,6 +213,7 @@ class RunReport(BaseModel):
     ran: RanSection = Field(default_factory=RanSection)
     ai: AiSection = Field(default_factory=AiSection)
     arbiter: ArbiterSection = Field(default_factory=ArbiterSection)
+    faults: FaultSection = Field(default_factory=FaultSection)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

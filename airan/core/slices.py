@@ -261,6 +261,17 @@ class AiJob:
             self._next = s
         return self._next
 
+    def wrap_source(self, wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
+        """Put ``wrap`` around the job's source: every slice asked for passes through it
+        (fault injection, :mod:`airan.sched.faults`)."""
+        self._it = wrap(self._it)
+
+    def fail(self, reason: str) -> None:
+        """End the job with :attr:`error` set (its slice failed on the device); the rest
+        goes on."""
+        self._next = None
+        self._fail(reason)
+
     def _fail(self, reason: str) -> None:
         self._exhausted = True
         self.error = f"AiJob[{self.job_id}] (tenant {self.tenant}): {reason}"

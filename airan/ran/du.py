@@ -54,6 +54,7 @@ from airan.sched.executors import DurationDist
 
 if TYPE_CHECKING:
     from airan.ran.l1 import L1Work
+    from airan.sched.faults import FaultInjector
 
 #: the standard KPM names the DU reports at node level (TS 28.552 §5.1.1)
 DU_NODE_MEASUREMENTS: tuple[str, ...] = (
@@ -233,6 +234,7 @@ class DuWorkload:
             )
         self._rng = np.random.default_rng(seed)
         self._last_schedule_ns: int | None = None
+        self._faults: FaultInjector | None = None
         self.l1_crc_ok = 0
         self.l1_crc_total = 0
 
@@ -243,6 +245,12 @@ class DuWorkload:
         qs = check_quotas(quotas)
         for mac in self.macs:
             mac.set_slice_quotas(qs)
+
+    def install_faults(self, injector: FaultInjector) -> None:
+        """Let ``injector`` silence the L2 (``l2_silence``): in a silent stretch the MAC
+        schedules nothing and sends no slot request, so no radio work is released and the
+        node's O1 monitor raises ``l2Silence``."""
+        self._faults = injector
 
     # -- measurements --------------------------------------------------------------
     def counters(self) -> DuCounters:
@@ -276,6 +284,9 @@ class DuWorkload:
             s = m + lead
             if s >= slots or m == slots:
                 continue
+            faults = self._faults
+            if faults is not None and faults.l2_silent(start_ns + m * self.slot_ns):
+                continue  # the L2 says nothing about slot s
             decisions = [mac.schedule(SlotId.from_index(s, mu)) for mac in self.macs]
             self._last_schedule_ns = time.perf_counter_ns()
             pending[s] = decisions

@@ -40,8 +40,7 @@ from __future__ import annotations
 
 import threading
 import time
-from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -50,22 +49,26 @@ import numpy as np
 
 from airan.core.errors import FieldError
 from airan.core.estimator import Estimator
+from airan.core.faults import FaultKind, FaultRecord
 from airan.core.policy import Policy, TenantPolicy
 from airan.core.report import (
     AiSection,
     ArbiterSection,
+    FaultSection,
     LatencyStats,
     Percentiles,
     RanSection,
+    Reservoir,
     RunReport,
     TenantUsage,
     latency_cdf_us,
 )
 from airan.core.slices import AiJob, RanTask, Slice
-from airan.sched.executors import NEVER, Completion, Executor, Stream
+from airan.sched.executors import NEVER, Completion, Executor, Failed, Stream
 from airan.sched.queue import DeadlineQueue, QueueFullError
 
 if TYPE_CHECKING:
+    from airan.sched.faults import FaultInjector
     from airan.telemetry.trace import Recorder
 
 _DECISION_SAMPLE_MASK = 7  # time one decision in 8
@@ -74,6 +77,10 @@ _DECISION_SAMPLE_MASK = 7  # time one decision in 8
 SLACK_BUCKET_NS = 10_000
 #: ... up to this many buckets (the last one holds all larger slacks)
 SLACK_BUCKETS = 1000
+#: latency and decision-time samples kept per run (a uniform reservoir beyond this)
+SAMPLES_KEPT = 1 << 20
+#: detected faults kept (the oldest go first; counts by kind are kept whole)
+FAULTS_KEPT = 256
 
 
 def _when(item: RanTask | int | None) -> int:
@@ -262,6 +269,8 @@ class AiranStrategy(Strategy):
             return NEVER
         if not arb.ai_open:
             return NEVER
+        if now < arb.shed_until:  # a fault was detected: AI is shed first
+            return arb.shed_until
         pick = arb.pick_ai(now)
         if pick is None:
             return arb.ai_wake
@@ -422,6 +431,12 @@ class Arbiter:
         self._progress_every_ns = int(progress_every_s * 1e9)
         #: what the device ran and why, for a trace (``airan.telemetry.trace``); or None
         self.recorder: Recorder | None = None
+        #: planted faults (tests, ``airan serve``): :meth:`install_faults`; or None
+        self.injector: FaultInjector | None = None
+        #: the slice on the device now: (perf_counter_ns at issue, budget ns, what), or None
+        self.inflight: tuple[int, int, str] | None = None
+        #: the fault detected in the current busy period of radio work, or None
+        self._taint: FaultRecord | None = None
         self.set_policy(policy if policy is not None else Policy())
         self._reset_counters()
 
@@ -457,6 +472,8 @@ class Arbiter:
         self.tdm_radio_ns = round(self.tdm_period_ns * policy.tdm_radio_share)
         self.share_cap = policy.ai_share_cap
         self._share_window_ns = policy.ns("share_window_us")
+        self.overrun_factor = policy.overrun_factor
+        self.shed_hold_ns = policy.ns("shed_hold_us")
         # The token bucket keeps what it holds across knob changes, within its new size.
         self._share_budget = min(
             getattr(self, "_share_budget", 0.0), self.share_cap * self._share_window_ns
@@ -574,8 +591,19 @@ class Arbiter:
             ts = self.tenants[job.tenant] = TenantState(TenantPolicy(), self._share_window_ns)
         if not any(j.tenant == job.tenant and not j.done for j in self.jobs):
             self._level(job.tenant)
+        if self.injector is not None:
+            self.injector.attach(job)
         self.jobs.append(job)
         self.jobs.sort(key=lambda j: -j.priority)
+
+    def install_faults(self, injector: FaultInjector) -> None:
+        """Plant the faults of ``injector`` (:mod:`airan.sched.faults`) in this arbiter's
+        slices and jobs, from the next run on. Not while a run is in progress."""
+        if self._running:
+            raise FieldError("faults", "cannot be installed while a run is in progress")
+        self.injector = injector
+        for job in self.jobs:
+            injector.attach(job)
 
     def fits_ai_slice(self, s: Slice) -> bool:
         """Whether ``s`` (predicted, plus the guard) fits in the largest AI slice.
@@ -610,6 +638,13 @@ class Arbiter:
     def issue_radio(self, task: RanTask, stream: Stream = Stream.RADIO) -> None:
         self.radio_inflight += 1
         s = task.slices[task.next_index]
+        predicted = self.estimator.predict(s)
+        if self.injector is not None:
+            s = self.injector.radio_slice(
+                s, self.executor.clock.now_ns(), predicted,
+                f"{task.name}.{s.op} slot {task.slot} cell {task.cell}",
+            )  # fmt: skip
+        self.inflight = (time.perf_counter_ns(), predicted, f"radio {task.name}.{s.op}")
         rec = self.recorder
         if rec is not None:
             now = self.executor.clock.now_ns()
@@ -638,12 +673,15 @@ class Arbiter:
                 return True
             ready.pop()
             del self.tasks[tid]
+            fid = self._blame()
             if self.recorder is not None:
-                self.recorder.miss(now, tid, task.name, task.slot, task.cell, deadline, True)
+                self.recorder.miss(now, tid, task.name, task.slot, task.cell, deadline, True, fid)
             self.slack_hist[0] += 1
             self.misses += 1
             self.dropped += 1
             self.tasks_ended += 1
+        if self._taint is not None and not self.radio_inflight:
+            self._taint = None  # the busy period has ended
         return False
 
     def pick_ai(self, now: int) -> tuple[AiJob, int] | None:
@@ -717,6 +755,11 @@ class Arbiter:
 
     def issue_ai(self, job: AiJob, budget_ns: int, stream: Stream = Stream.AI) -> None:
         s = job.take()
+        if self.injector is not None:
+            s = self.injector.ai_slice(
+                s, self.executor.clock.now_ns(), job.tenant, f"{s.op} (tenant {job.tenant})"
+            )
+        self.inflight = (time.perf_counter_ns(), budget_ns, f"AI tenant {job.tenant}")
         self.ai_inflight += 1
         rec = self.recorder
         if rec is not None:
@@ -762,15 +805,22 @@ class Arbiter:
         self.refused_oversize = 0
         self.probes = 0
         self.decisions = 0
-        self.latencies = array("q")
+        self.latencies = Reservoir(SAMPLES_KEPT, seed=1)
         self.slack_hist = [0] * SLACK_BUCKETS
+        self.fault_log: deque[FaultRecord] = deque(maxlen=FAULTS_KEPT)
+        self.faults_detected: Counter[str] = Counter()
+        self.faults_total = 0
+        self.misses_blamed = 0
+        self.shed_ns = 0
+        self.shed_until = 0
+        self._taint = None
         for job in getattr(self, "jobs", ()):
             job.busy_ns = job.tokens = job.slices_done = 0
         for ts in getattr(self, "tenants", {}).values():
             ts.served_ns = 0.0
             ts.bucket = 0.0
             ts.throttled = 0
-        self.decision_ns = array("q")
+        self.decision_ns = Reservoir(SAMPLES_KEPT, seed=2)
         self.elapsed_ns = 0
 
     def _announce(self, task: RanTask) -> None:
@@ -796,44 +846,120 @@ class Arbiter:
         self.known.remove(task.task_id)
         self.strategy.on_release(task)
 
+    # -- faults ----------------------------------------------------------------------------
+    def _fault(self, kind: FaultKind, t: int, detail: str) -> FaultRecord:
+        """Record a detected fault, shed AI for ``shed_hold_us`` and blame the misses of
+        this busy period on it (``airan.core.faults``)."""
+        self.faults_total += 1
+        f = FaultRecord(self.faults_total, kind, t, detail)
+        self.fault_log.append(f)
+        self.faults_detected[kind.value] += 1
+        self._taint = f
+        until = t + self.shed_hold_ns
+        if until > self.shed_until:
+            self.shed_ns += until - max(self.shed_until, t)
+            self.shed_until = until
+        if self.recorder is not None:
+            self.recorder.mark(
+                t, f"FAULT {f.fault_id}: {kind.value}", {"detail": detail, "shed_until_us":
+                (until - self._t_start) / 1000.0},
+            )  # fmt: skip
+        return f
+
+    def _blame(self) -> int:
+        """Count one radio miss against the fault of the current busy period; its id (0:
+        none)."""
+        f = self._taint
+        if f is None:
+            return 0
+        f.misses += 1
+        self.misses_blamed += 1
+        return f.fault_id
+
+    def stalled(self, now_perf_ns: int) -> str | None:
+        """What is on the device if it has run past ``overrun_factor`` times its
+        prediction (radio) or budget (AI), else ``None``: the watchdog's question, safe to
+        ask from any thread while the loop waits on a hung slice."""
+        cur = self.inflight
+        if cur is None:
+            return None
+        t0, budget, what = cur
+        ran = now_perf_ns - t0
+        if ran > self.overrun_factor * max(budget, 1) and ran > 1_000_000:
+            return f"{what} has run {ran / 1e6:.1f} ms (predicted {budget / 1e3:.0f} us)"
+        return None
+
     def _complete(self, c: Completion) -> None:
         tag, _stream, start, end = c
         dur = end - start
+        self.inflight = None
+        failed: Failed | None = None
+        if type(tag) is Failed:
+            failed, tag = tag, tag.tag
         if type(tag) is not tuple:
             task: RanTask = tag  # type: ignore[assignment]
             self.radio_inflight -= 1
             self.radio_busy_ns += dur
             rec = self.recorder
+            s = task.slices[task.next_index]
             if rec is not None:
                 rec.radio(
-                    start, end, task.slices[task.next_index].op, task.name, task.task_id,
+                    start, end, s.op, task.name, task.task_id,
                     task.slot, task.cell, task.deadline_ns,
                 )  # fmt: skip
-            self.estimator.record(task.slices[task.next_index], dur)
+            if failed is not None:
+                self._radio_failed(task, failed, end)
+                return
+            predicted = self.estimator.predict(s)
+            if dur > self.overrun_factor * predicted:
+                self._fault(
+                    FaultKind.RADIO_OVERRUN,
+                    end,
+                    f"{task.name}.{s.op} slot {task.slot} cell {task.cell} ran "
+                    f"{dur / 1e3:.0f} us, {dur / max(predicted, 1):.1f}x its prediction "
+                    f"({predicted / 1e3:.0f} us)",
+                )
+            self.estimator.record(s, dur)
             task.next_index += 1
             if task.next_index < len(task.slices):
                 self.strategy.on_radio_progress(task, self.remaining_cost(task))
                 return
             task.completed_ns = end
-            self.latencies.append(end - task.release_ns)
+            self.latencies.add(end - task.release_ns)
             slack = task.deadline_ns - end
             if slack < 0:
                 self.misses += 1
                 self.slack_hist[0] += 1
+                fid = self._blame()
                 if rec is not None:
                     rec.miss(
-                        end, task.task_id, task.name, task.slot, task.cell, task.deadline_ns, False
-                    )
+                        end, task.task_id, task.name, task.slot, task.cell, task.deadline_ns,
+                        False, fid,
+                    )  # fmt: skip
             else:
                 self.slack_hist[min(slack // SLACK_BUCKET_NS, SLACK_BUCKETS - 1)] += 1
             self.tasks_ended += 1
             del self.tasks[task.task_id]
             self.strategy.on_radio_finished(task)
+            if self._taint is not None and not self.radio_inflight and not self.ready:
+                self._taint = None  # the busy period has ended
         else:
             job, s, budget = tag
             self.ai_inflight -= 1
             if self.recorder is not None:
                 self.recorder.ai(start, end, s.op, job.tenant, budget, s.tokens)
+            if failed is not None:
+                self._ai_failed(job, s, failed, start, end)
+                return
+            if dur > self.overrun_factor * budget:
+                self._fault(
+                    FaultKind.AI_HANG,
+                    end,
+                    f"AI slice {s.op} of tenant {job.tenant} ran {dur / 1e3:.0f} us, "
+                    f"{dur / max(budget, 1):.1f}x its budget ({budget / 1e3:.0f} us)",
+                )
+                if not self.radio_inflight and not self.ready:
+                    self._taint = None  # no radio work waited on it
             self.ai_busy_ns += dur
             self.ai_slices += 1
             self.ai_tokens += s.tokens
@@ -851,6 +977,45 @@ class Arbiter:
                 self.overruns += 1
             if self.share_cap < 1.0:
                 self._share_budget -= dur
+
+    def _radio_failed(self, task: RanTask, failed: Failed, end: int) -> None:
+        """The executor failed one of the task's slices: the task's output is lost (a
+        miss, blamed on the executor error); the next radio work goes on."""
+        err = failed.error
+        self._fault(
+            FaultKind.EXECUTOR_ERROR,
+            end,
+            f"{task.name}.{task.slices[task.next_index].op} slot {task.slot} cell "
+            f"{task.cell}: {type(err).__name__}: {err}",
+        )
+        task.completed_ns = end
+        self.misses += 1
+        self.dropped += 1
+        self.slack_hist[0] += 1
+        fid = self._blame()
+        if self.recorder is not None:
+            self.recorder.miss(
+                end, task.task_id, task.name, task.slot, task.cell, task.deadline_ns, True, fid
+            )
+        self.tasks_ended += 1
+        del self.tasks[task.task_id]
+        self.strategy.on_radio_finished(task)
+        if not self.radio_inflight and not self.ready:
+            self._taint = None
+
+    def _ai_failed(self, job: AiJob, s: Slice, failed: Failed, start: int, end: int) -> None:
+        """The executor failed an AI slice: its job ends (isolated, reported in
+        ``ai.failed_jobs``), AI is shed, the radio goes on."""
+        err = failed.error
+        self.ai_busy_ns += end - start
+        self._fault(
+            FaultKind.EXECUTOR_ERROR,
+            end,
+            f"AI slice {s.op} of tenant {job.tenant}: {type(err).__name__}: {err}",
+        )
+        job.fail(f"its slice {s.op} failed on the device: {type(err).__name__}: {err}")
+        if not self.radio_inflight and not self.ready:
+            self._taint = None
 
     def run(self, radio: Iterable[RanTask | int], duration_ns: int) -> None:
         """Run radio tasks (in release order, times on the executor's clock) and the AI
@@ -892,6 +1057,8 @@ class Arbiter:
         self._t_start = t_start
         if self.recorder is not None:
             self.recorder.begin(t_start, self.policy.name)
+        if self.injector is not None:
+            self.injector.start(t_start)
         end = t_start + duration_ns
         it: Iterator[RanTask | int] = iter(radio)
         nxt: RanTask | int | None = next(it, None)
@@ -971,7 +1138,7 @@ class Arbiter:
                 t0 = perf()
                 wake = self.strategy.dispatch(now)
                 t1 = perf()
-                self.decision_ns.append(t1 - t0)
+                self.decision_ns.add(t1 - t0)
                 if self._progress is not None and t1 >= next_progress:
                     next_progress = t1 + self._progress_every_ns
                     self._progress(self._snapshot(now - t_start, duration_ns))
@@ -1027,9 +1194,9 @@ class Arbiter:
             u.tokens += job.tokens
         n = len(self.decision_ns)
         decision = Percentiles()
-        if n:  # a partial sort: a long run holds millions of samples
+        if n:  # a partial sort: a long run holds up to a million samples
             i50, i99 = n // 2, min(n - 1, int(n * 0.99))
-            dec = np.partition(np.frombuffer(self.decision_ns, dtype=np.int64), (i50, i99))
+            dec = np.partition(self.decision_ns.array(), (i50, i99))
             decision = Percentiles(p50=float(dec[i50]) / 1000.0, p99=float(dec[i99]) / 1000.0)
         ended = self.tasks_ended
         return RunReport(
@@ -1063,4 +1230,18 @@ class Arbiter:
                 tenants=tenants,
             ),
             arbiter=ArbiterSection(decisions=self.decisions, decision_us=decision),
+            faults=self.fault_section(),
+        )
+
+    def fault_section(self) -> FaultSection:
+        """The faults detected so far in this run (or the last), and those injected."""
+        t0 = self._t_start
+        inj = self.injector
+        return FaultSection(
+            detected=dict(self.faults_detected),
+            misses_blamed=self.misses_blamed,
+            misses_unexplained=self.misses - self.misses_blamed,
+            shed_us=self.shed_ns / 1000.0,
+            records=[f.as_dict(t0) for f in tuple(self.fault_log)],
+            injected=[] if inj is None else [j.as_dict() for j in inj.schedule.fired()],
         )

@@ -28,7 +28,7 @@ from typing import Any
 from airan.core.clock import Clock, WallClock
 from airan.core.errors import FieldError
 from airan.core.slices import Slice
-from airan.sched.executors import NEVER, Completion, Stream
+from airan.sched.executors import NEVER, Completion, Failed, Stream
 
 __all__ = ["CapturedGraph", "CupyExecutor", "capture"]
 
@@ -155,6 +155,7 @@ class CupyExecutor:
             for s, p in zip(streams, wanted, strict=True)
         )
         self._fifos: tuple[deque[_InFlight], ...] = (deque(), deque(), deque())
+        self._failed: list[Completion] = []  # slices whose issue failed, for the next poll
         self._free_events: list[Any] = []
         self._closed = False
 
@@ -185,11 +186,14 @@ class CupyExecutor:
                 ev_start.record(cs)
                 work()
                 ev_end.record(cs)
-        except BaseException:
-            # Nothing is tracked for a failed issue; re-recording a pooled event later
+        except Exception as exc:
+            # A failed issue (a CUDA error, an exception in the work) is reported as a
+            # failed completion at the next poll; re-recording a pooled event later
             # replaces what it captured, so both go back to the pool.
             self._free_events.extend((ev_start, ev_end))
-            raise
+            t = self.clock.now_ns()
+            self._failed.append((Failed(tag, exc), idx, t, t))
+            return
         fifo.append((tag, idx, ev_start, ev_end))
 
     def poll(self, out: list[Completion]) -> None:
@@ -205,13 +209,23 @@ class CupyExecutor:
         elapsed_ms = self._cp.cuda.get_elapsed_time
         now = self.clock.now_ns
         free = self._free_events
+        if self._failed:
+            out.extend(self._failed)
+            self._failed.clear()
         for fifo in self._fifos:
             while fifo:
                 tag, idx, ev_start, ev_end = fifo[0]
-                if not ev_end.done:
-                    break
-                fifo.popleft()
-                dur_ns = round(elapsed_ms(ev_start, ev_end) * 1e6)
+                try:
+                    if not ev_end.done:
+                        break
+                    fifo.popleft()
+                    dur_ns = round(elapsed_ms(ev_start, ev_end) * 1e6)
+                except Exception as exc:  # an asynchronous CUDA error surfaced here
+                    if fifo and fifo[0][3] is ev_end:
+                        fifo.popleft()
+                    t = now()
+                    out.append((Failed(tag, exc), idx, t, t))
+                    continue
                 end_ns = now()
                 out.append((tag, idx, end_ns - dur_ns, end_ns))
                 free.append(ev_start)
@@ -223,6 +237,8 @@ class CupyExecutor:
         Spins on the end events (a GPU slice lasts tens to hundreds of µs: sleeping
         would overshoot). With nothing in flight it sleeps until ``until_ns``.
         """
+        if self._failed:
+            return
         heads = [fifo[0][3] for fifo in self._fifos if fifo]
         if not heads:
             if until_ns >= NEVER:
@@ -233,14 +249,17 @@ class CupyExecutor:
         deadline = perf() + (until_ns - self.clock.now_ns())
         while True:
             for ev in heads:
-                if ev.done:
+                try:
+                    if ev.done:
+                        return
+                except Exception:  # a CUDA error: poll reports it
                     return
             if perf() >= deadline:
                 return
 
     def busy(self) -> bool:
         """Whether any submitted slice has not been reported by :meth:`poll` yet."""
-        return any(self._fifos)
+        return bool(self._failed) or any(self._fifos)
 
     def close(self) -> None:
         """Wait for all queued work on the executor's streams. Idempotent."""

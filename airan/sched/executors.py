@@ -2,7 +2,8 @@
 
 Every executor has the same contract (:class:`Executor`): ``submit`` a slice on a
 stream with a tag, ``poll`` completions as ``(tag, stream, start_ns, end_ns)`` tuples on
-the executor's clock, ``wait`` until a completion or a given time. The device is a
+the executor's clock (a slice that failed comes back with a :class:`Failed` tag),
+``wait`` until a completion or a given time. The device is a
 single server that does not preempt a running slice; between queued slices it serves
 the radio stream first (as CUDA stream priorities reorder blocks not yet started).
 
@@ -14,6 +15,7 @@ the radio stream first (as CUDA stream priorities reorder blocks not yet started
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -31,6 +33,65 @@ from airan.core.slices import Slice, SliceKey
 NEVER = 1 << 62
 
 Completion = tuple[object, int, int, int]
+
+
+class Failed:
+    """The tag of a completion whose slice failed on the device: the slice's own tag
+    and the error (an exception from ``Slice.work`` on the CPU, a CUDA error on a GPU).
+    An executor never lets a slice's failure escape ``wait`` or ``poll``: it reports it
+    as a completion, and the arbiter decides (``airan.core.faults``)."""
+
+    __slots__ = ("error", "tag")
+
+    def __init__(self, tag: object, error: BaseException) -> None:
+        self.tag = tag
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Failed({self.tag!r}, {type(self.error).__name__}: {self.error})"
+
+
+class InjectedWork:
+    """A slice's work with a fault planted in it (``airan.sched.faults``).
+
+    Run as work (CPU, GPU): the original work first, then ``error`` is raised if set,
+    else the slice is stretched to ``target_ns`` (``spin(ns)`` on the device: a host
+    wait on the CPU, a kernel that waits on the GPU). A simulated device takes
+    ``target_ns`` as the slice's duration and reports ``error`` as a failed slice."""
+
+    __slots__ = ("error", "inner", "spin", "target_ns")
+
+    def __init__(
+        self,
+        inner: Callable[[], object] | None,
+        *,
+        target_ns: int = 0,
+        error: BaseException | None = None,
+        spin: Callable[[int], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.target_ns = target_ns
+        self.error = error
+        self.spin = spin
+
+    def __call__(self) -> None:
+        t0 = time.perf_counter_ns()
+        if self.inner is not None:
+            self.inner()
+        if self.error is not None:
+            raise self.error
+        left = self.target_ns - (time.perf_counter_ns() - t0)
+        if left > 0:
+            (self.spin or host_spin)(left)
+
+
+def host_spin(ns: int) -> None:
+    """Keep the CPU busy for ``ns`` (a sleep for all but the last millisecond)."""
+    end = time.perf_counter_ns() + ns
+    if ns > 2_000_000:
+        time.sleep((ns - 1_000_000) / 1e9)
+    while time.perf_counter_ns() < end:
+        pass
 
 
 class Stream(IntEnum):
@@ -172,6 +233,12 @@ class SimExecutor(_Completions):
             smp = self._sampler(s.key)
         d = smp.buf[smp.pos]
         smp.pos += 1
+        w = s.work
+        if type(w) is InjectedWork:  # a planted fault: its duration, or a failed slice
+            if w.error is not None:
+                tag = Failed(tag, w.error)
+            elif w.target_ns > d:
+                d = w.target_ns
         if self._end < 0:
             t = self.clock.t
             self._tag, self._stream, self._start, self._end = tag, stream, t, t + d
@@ -267,7 +334,10 @@ class NumpyExecutor(_Completions):
                 s, stream, tag = q.popleft()
                 now = self.clock.now_ns
                 start = now()
-                s.work()  # type: ignore[misc]
+                try:
+                    s.work()  # type: ignore[misc]
+                except Exception as exc:  # the slice failed, the executor goes on
+                    tag = Failed(tag, exc)
                 self._done.append((tag, stream, start, now()))
                 return
         if until_ns >= NEVER:

@@ -389,7 +389,7 @@ class NodeCollector(Collector):
             active = self._family("airan_tenant_requests_active")
             waiting = self._family("airan_tenant_requests_waiting")
             for name, engine in sorted(engines.items()):
-                done.add_metric([name], float(len(engine.completed)))
+                done.add_metric([name], float(engine.completed_total))
                 active.add_metric([name], float(len(engine.active)))
                 waiting.add_metric([name], float(len(engine.waiting)))
             yield from (done, active, waiting)

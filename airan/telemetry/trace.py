@@ -75,6 +75,7 @@ class MissRecord:
     cell: int
     deadline_ns: int
     dropped: bool
+    fault_id: int = 0  # the detected fault blamed for it (airan.core.faults); 0: none
 
 
 class Recorder:
@@ -133,10 +134,18 @@ class Recorder:
         self._ring.append((_AI, start, end, op, tenant, budget, tokens))
 
     def miss(
-        self, t: int, task_id: int, name: str, slot: int, cell: int, deadline: int, dropped: bool
+        self,
+        t: int,
+        task_id: int,
+        name: str,
+        slot: int,
+        cell: int,
+        deadline: int,
+        dropped: bool,
+        fault_id: int = 0,
     ) -> None:
         self.recorded += 1
-        self._ring.append((_MISS, t, task_id, name, slot, cell, deadline, dropped))
+        self._ring.append((_MISS, t, task_id, name, slot, cell, deadline, dropped, fault_id))
 
     def decision(self, t: int, what: str, detail: dict[str, Any]) -> None:
         self.recorded += 1
@@ -241,7 +250,7 @@ class Recorder:
                     },
                 }
             elif tag == _MISS:
-                _, t, tid, name, slot, cell, dl, dropped = r
+                _, t, tid, name, slot, cell, dl, dropped, fault_id = r
                 yield {
                     "ph": "i",
                     "s": "p",
@@ -255,6 +264,7 @@ class Recorder:
                         "task": tid,
                         "deadline_us": us(dl),
                         "late_us": round((t - dl) / 1000.0, 3),
+                        "fault": fault_id or None,
                     },
                 }
             elif tag in (_DECISION, _MARK):
