@@ -178,6 +178,8 @@ class Node:
         self.ai_kinds: dict[str, str] = {}
         #: when slot 0 of the current (or last) run starts, on the executor's clock
         self.first_slot_ns: int | None = None
+        #: why the loop died, if it did (a contained fault does not end it)
+        self.loop_error: str | None = None
         arbiter.request_policy(config.policy).wait()
         du.set_slice_quotas(config.ran.slice_quotas)
 
@@ -312,6 +314,7 @@ class Node:
         slot_ns = self.du.slot_ns
         slots = max(1, int(seconds * 1e9 // slot_ns))
         started = threading.Event()
+        self.loop_error = None
 
         def loop() -> None:
             start = ex.clock.now_ns() + 2 * slot_ns
@@ -327,8 +330,9 @@ class Node:
                     start - ex.clock.now_ns() + slots * slot_ns,
                 )
             except Exception as exc:  # the node reports, it does not die silently
+                self.loop_error = f"{type(exc).__name__}: {exc}"
                 self._faults.append(
-                    Fault("executor", f"{type(exc).__name__}: {exc}", time.perf_counter_ns())
+                    Fault("executor", f"the loop died: {self.loop_error}", time.perf_counter_ns())
                 )
 
         self._thread = threading.Thread(target=loop, name=f"airan-node-{self.node_id}", daemon=True)

@@ -832,7 +832,7 @@ class NodeService:
         result.steps["node"] = time.perf_counter() - t0
         faults = node.health().faults
         result.faults = [f"{f.source}: {f.text}" for f in faults]
-        result.loop_failed = any(f.source == "executor" for f in faults)
+        result.loop_failed = node.loop_error is not None
         if self._t0 > 0:  # it ran: it has a report
             self._write_outputs(result)
         return True

@@ -138,6 +138,11 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("bad address", '[metrics]\naddress = "not an address!"\n', "metrics.address"),
     ("a TOML date", "[node]\nnode_id = 2024-01-01\n", "node.node_id"),
     ("trace too small", '[trace]\npath = "t.json"\nmax_events = 5\n', "trace.max_events"),
+    ("unknown fault", '[[faults]]\nkind = "meltdown"\n', "faults.0.kind"),
+    ("fault option of another kind", '[[faults]]\nkind = "ai_raise"\nfactor = 2.0\n', "faults.0"),
+    ("fault unknown key", '[[faults]]\nkind = "ai_hang"\nhangms = 2.0\n', "faults.0.hangms"),
+    ("l2 flood in serve", '[[faults]]\nkind = "l2_flood"\n', "faults.0.kind"),
+    ("repeat without period", '[[faults]]\nkind = "ai_hang"\ncount = 2\n', "faults.0"),
 ]
 
 
@@ -332,6 +337,34 @@ def test_a_bounded_run_ends_by_itself_with_its_report(
     assert report.duration_s == pytest.approx(1.5, abs=0.1)
     assert report.workload["ai"] == {"batch": "synthetic"}
     assert report.ai.tenants["batch"].slices > 0
+
+
+def test_serve_injects_the_planned_faults_and_survives_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``[[faults]]`` in the config: each planned fault fires in the real node (NumPy L1,
+    a synthetic AI tenant), is detected by the arbiter, and the node runs to its end
+    and writes its report (docs/reliability.md)."""
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[device]\nbackend = "numpy"\n[ai.tenants.batch]\nkind = "synthetic"\n'
+        '[metrics]\nport = 0\n[report]\npath = "r.json"\n'
+        '[[faults]]\nkind = "radio_overrun"\nat_s = 0.3\nfactor = 5.0\n'
+        '[[faults]]\nkind = "ai_hang"\nat_s = 0.6\nhang_ms = 30.0\n'
+        '[[faults]]\nkind = "executor_error"\nat_s = 0.9\ntarget = "radio"\n'
+        '[[faults]]\nkind = "l2_silence"\nat_s = 1.0\nduration_ms = 200.0\n'
+    )
+    assert main(["serve", "--config", str(f), "--seconds", "2.0"]) == 0
+    out = capsys.readouterr().out
+    assert "fault injection: 4 planned fault(s)" in out
+    report = RunReport.model_validate_json((tmp_path / "r.json").read_text())
+    fired = sorted(j["kind"] for j in report.faults.injected)
+    assert fired == ["ai_hang", "executor_error", "l2_silence", "radio_overrun"]
+    detected = report.faults.detected
+    assert detected.get("executor_error") == 1 and detected.get("ai_hang", 0) >= 1
+    assert detected.get("radio_overrun", 0) >= 1
+    assert report.ai.tenants["batch"].slices > 0 and report.ran.tasks > 0
+    assert report.faults.shed_us > 0
 
 
 def test_o1_on_a_port_of_its_own_with_tokens(tmp_path: Path) -> None:

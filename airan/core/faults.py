@@ -145,7 +145,7 @@ class FaultPlan(CheckedModel):
     """The faults to inject in one run (tests, ``airan serve``'s ``[[faults]]``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    _where: ClassVar[str] = "faults"
+    _where: ClassVar[str] = "fault_plan"
 
     faults: list[FaultSpec] = Field(default_factory=list, max_length=64)
 

@@ -100,6 +100,12 @@ DEFAULT_HWM: Final = 4096
 """ZMQ high-water mark (messages) of every socket: bounded buffering (a second or two of
 slots at µ=1) that rides out a stalled peer instead of failing at once."""
 
+DEFAULT_MAX_PER_TICK: Final = 64
+"""Messages the L1 takes from its socket per slot tick (or per wait between ticks), at most:
+about 1.4 ms of refusals on a 2-vCPU VM, room for a few cells' 3 requests per slot. An L2
+(or any peer) that floods costs a slot a bounded time; the rest waits in the socket's queue, itself bounded
+by the high-water mark, and the flooder's sends then block or fail on its side."""
+
 MAX_RNTI: Final = 0xFFEF  # C-RNTI 0x0001..0xFFEF (TS 38.321 Table 7.1-1)
 MAX_PRBS: Final = 275  # largest N_RB of TS 38.101-1/-2 Table 5.3.2-1
 MAX_HARQ_ID: Final = 15  # 16 HARQ processes (TS 38.321 §5.3.2.1 / §5.4.2.1)
@@ -562,7 +568,8 @@ class _Endpoint:
         self.stats = FapiCounters()
         self._sock = sock
         self._seq: OrderedDict[bytes, int] = OrderedDict()  # per destination
-        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        #: last message_id per (ZMQ peer, sender name): a peer cannot spend another's ids
+        self._last_seq: OrderedDict[tuple[bytes, str], int] = OrderedDict()
         self._log = _RateLimitedLog()
         self._closed = False
         sock.setsockopt(zmq.LINGER, 0)
@@ -606,12 +613,17 @@ class _Endpoint:
     def _note_arrival(self, msg: FapiMessage) -> None:
         self.stats.one_way_ns.append(max(0, time.time_ns() - msg.send_time_ns))
 
-    def _check_seq(self, msg: FapiMessage) -> FapiError | None:
-        """Per-sender sequence: a non-increasing id is a duplicate; a jump counts lost ones."""
+    def _check_seq(self, msg: FapiMessage, peer: bytes = b"") -> FapiError | None:
+        """Per-sender sequence: a non-increasing id is a duplicate; a jump counts lost ones.
+
+        Keyed by the ZMQ peer (its routing id) and the sender name in the message, so a
+        peer that claims another's name uses up only its own ids: it cannot make the real
+        sender's next messages look like duplicates."""
         sender = msg.sender
+        key = (peer, sender)
         if msg.HasField("start_request"):
-            self._last_seq.pop(sender, None)  # a (re)started peer counts from 1 again
-        last = self._last_seq.get(sender, 0)
+            self._last_seq.pop(key, None)  # a (re)started peer counts from 1 again
+        last = self._last_seq.get(key, 0)
         if msg.message_id <= last:
             return FapiError(
                 pb.MSG_DUPLICATE,
@@ -624,25 +636,27 @@ class _Endpoint:
                 "seq_gap", "%s: %d message(s) from %r missing", self.name,
                 msg.message_id - last - 1, sender,
             )  # fmt: skip
-        self._last_seq[sender] = msg.message_id
-        self._last_seq.move_to_end(sender)
+        self._last_seq[key] = msg.message_id
+        self._last_seq.move_to_end(key)
         while len(self._last_seq) > 64:
             self._last_seq.popitem(last=False)
         return None
 
-    def poll(self, timeout_ms: int = 0) -> int:
+    def poll(self, timeout_ms: int = 0, max_messages: int | None = None) -> int:
         """Handle incoming messages: wait up to ``timeout_ms`` for the first, then take
-        what is queued without blocking. Returns how many were handled."""
+        what is queued without blocking, at most ``max_messages`` (the rest stays queued,
+        bounded by the high-water mark). Returns how many were handled."""
         n = 0
         if timeout_ms > 0 and not self._sock.poll(timeout_ms, zmq.POLLIN):
             return 0
-        while True:
+        while max_messages is None or n < max_messages:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return n
             n += 1
             self._on_frames(frames)
+        return n
 
     def _on_frames(self, frames: list[bytes]) -> None:
         raise NotImplementedError
@@ -758,6 +772,11 @@ class L1Endpoint(_Endpoint):
     for slot ``n + slot_ahead`` and hands back the requests of slot ``n``; requests for
     ``n`` arriving afterwards are late. Rejected messages are counted, logged and answered
     with ERROR.indication to their sender; the L1 keeps running.
+
+    A flood is bounded: each tick takes at most ``max_per_tick`` messages (the ticks that
+    left some queued are counted in ``events["tick_budget_reached"]``), the socket buffers
+    at most ``hwm``, and ZMQ's ROUTER serves its peers in turn, so a flooding peer cannot
+    starve the real L2 of its share.
     """
 
     def __init__(
@@ -770,9 +789,13 @@ class L1Endpoint(_Endpoint):
         name: str = "l1",
         context: ZmqContext | None = None,
         hwm: int = DEFAULT_HWM,
+        max_per_tick: int = DEFAULT_MAX_PER_TICK,
     ) -> None:
         if not 1 <= slot_ahead <= 64:
             raise FieldError("slot_ahead", f"must be in 1..64 slots (got {slot_ahead})")
+        if not 1 <= max_per_tick <= 1 << 20:
+            raise FieldError("max_per_tick", f"must be in 1..2**20 messages (got {max_per_tick})")
+        self.max_per_tick = max_per_tick
         ctx: ZmqContext = context if context is not None else zmq.Context.instance()
         sock = ctx.socket(zmq.ROUTER)
         super().__init__(sock, name, cell, hwm)
@@ -821,7 +844,7 @@ class L1Endpoint(_Endpoint):
             self._reject(identity, err, msg)
             return
         self._note_arrival(msg)
-        dup = self._check_seq(msg)
+        dup = self._check_seq(msg, identity)
         if dup is not None:
             self._reject(identity, dup, msg)
             return
@@ -977,7 +1000,8 @@ class L1Endpoint(_Endpoint):
         """
         if self._now is not None and slot <= self._now:
             raise FieldError("slot", f"must increase (got {slot} after {self._now})")
-        self.poll(0)
+        if self.poll(0, self.max_per_tick) >= self.max_per_tick:
+            self.stats.events["tick_budget_reached"] += 1
         if self.state != _RUNNING:
             return None
         if self._now is not None and slot > self._now + 1:
@@ -1138,8 +1162,8 @@ class L1Endpoint(_Endpoint):
             left = t_ns - time.perf_counter_ns()
             if left <= 0:
                 return
-            if left > 2_000_000:
-                self.poll(left // 1_000_000 - 1)
+            if left > 2_000_000:  # a batch at most, then look at the clock again
+                self.poll(left // 1_000_000 - 1, self.max_per_tick)
             else:
                 time.sleep(left / 1e9)
 
