@@ -231,7 +231,8 @@ def _slope_per_hour(ts: list[float], ys: list[float]) -> float:
         return 0.0
     mt, my = sum(ts) / n, sum(ys) / n
     var = sum((t - mt) ** 2 for t in ts)
-    return 0.0 if var == 0 else sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var * 3600
+    cov = sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True))
+    return 0.0 if var == 0 else cov / var * 3600
 
 
 def main(argv: list[str] | None = None) -> int:

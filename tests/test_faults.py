@@ -25,7 +25,10 @@ US = 1000
 MS = 1_000_000
 RAN = Slice.make(SliceKind.RAN, "ran", 100 * US)
 AI = Slice.make(SliceKind.AI, "ai", 50 * US, tokens=1)
-PROFILE = {RAN.key: DurationDist(100 * US, 100 * US, 0.0), AI.key: DurationDist(50 * US, 50 * US, 0.0)}
+PROFILE = {
+    RAN.key: DurationDist(100 * US, 100 * US, 0.0),
+    AI.key: DurationDist(50 * US, 50 * US, 0.0),
+}
 PERIOD = 500 * US
 DEADLINE = 300 * US
 HOLD_US = 5_000.0

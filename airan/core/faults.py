@@ -128,8 +128,7 @@ class FaultSpec(CheckedModel):
         if extra:
             allowed = ", ".join(sorted(_OPTIONS[self.kind])) or "none"
             raise ValueError(
-                f"{', '.join(extra)} does not apply to a {self.kind} fault "
-                f"(its options: {allowed})"
+                f"{', '.join(extra)} does not apply to a {self.kind} fault (its options: {allowed})"
             )
         if self.count > 1 and self.every_s is None:
             raise ValueError(f"count {self.count} needs every_s (the period between them)")

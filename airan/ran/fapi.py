@@ -101,10 +101,11 @@ DEFAULT_HWM: Final = 4096
 slots at µ=1) that rides out a stalled peer instead of failing at once."""
 
 DEFAULT_MAX_PER_TICK: Final = 64
-"""Messages the L1 takes from its socket per slot tick (or per wait between ticks), at most:
-about 1.4 ms of refusals on a 2-vCPU VM, room for a few cells' 3 requests per slot. An L2
-(or any peer) that floods costs a slot a bounded time; the rest waits in the socket's queue, itself bounded
-by the high-water mark, and the flooder's sends then block or fail on its side."""
+"""Messages the L1 takes from its socket per slot tick (or per wait between ticks), at
+most: about 1.4 ms of refusals on a 2-vCPU VM, room for a few cells' 3 requests per slot.
+An L2 (or any peer) that floods costs a slot a bounded time; the rest waits in the
+socket's queue, itself bounded by the high-water mark, and the flooder's sends then
+block or fail on its side."""
 
 MAX_RNTI: Final = 0xFFEF  # C-RNTI 0x0001..0xFFEF (TS 38.321 Table 7.1-1)
 MAX_PRBS: Final = 275  # largest N_RB of TS 38.101-1/-2 Table 5.3.2-1
