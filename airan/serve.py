@@ -787,6 +787,8 @@ class NodeService:
             )
         except FieldError as exc:
             raise FieldError(f"e2.{exc.field.removeprefix('security.')}", exc.reason) from None
+        if self.o1 is not None:  # the E2 counters (drops, stalls) in every O1 heartbeat
+            self.o1.add_heartbeat_source("e2", self.e2.agent.stats)
 
     @property
     def running(self) -> bool:

@@ -109,6 +109,8 @@ class FakeNode:
         except BaseException:
             self._stop_rest()
             raise
+        if self.o1 is not None:  # the E2 counters (drops, stalls) in every O1 heartbeat
+            self.o1.add_heartbeat_source("e2", self.e2.agent.stats)
         return self
 
     def stop(self, grace_s: float = 2.0) -> None:

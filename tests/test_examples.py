@@ -65,6 +65,15 @@ def test_capacity_plan_example_checks_its_answer_against_the_bounds() -> None:
     assert "fit: " in out and "holds" in out
 
 
+def test_fault_injection_example_raises_each_alarm_and_blames_every_miss() -> None:
+    out = run_example("fault_injection.py", "--seconds", "2.5")
+    assert "alarms raised: aiFault" in out
+    for alarm in ("radioFault", "aiFault", "executorFault", "l2Silence"):
+        assert f"O1 alarm {alarm}" in out
+    assert "unexplained: 0" in out
+    assert "detected: {'radio_overrun': 1, 'ai_hang': 1, 'executor_error': 1}" in out
+
+
 def test_every_example_is_run_by_a_test() -> None:
     """Every file in examples/ is run by some test of this suite (item: docs and
     examples are part of the feature)."""

@@ -376,6 +376,8 @@ def _policy_fields(
     tdm_radio_share: float | None = None,
     fifo_depth: int | None = None,
     tenants: Mapping[str, Mapping[str, Any]] | None = None,
+    overrun_factor: float | None = None,
+    shed_hold_us: float | None = None,
 ) -> dict[str, Any]:
     """The policy fields given (not ``None``), as the control's JSON object."""
     given: dict[str, Any] = {
@@ -388,6 +390,8 @@ def _policy_fields(
         "tdm_period_us": tdm_period_us,
         "tdm_radio_share": tdm_radio_share,
         "fifo_depth": fifo_depth,
+        "overrun_factor": overrun_factor,
+        "shed_hold_us": shed_hold_us,
         "tenants": None if tenants is None else {k: dict(v) for k, v in tenants.items()},
     }
     return {k: v for k, v in given.items() if v is not None}
@@ -561,11 +565,14 @@ class _Cosched:
         tdm_period_us: float | None = None,
         tdm_radio_share: float | None = None,
         fifo_depth: int | None = None,
+        overrun_factor: float | None = None,
+        shed_hold_us: float | None = None,
     ) -> ControlResult:
         """Change the co-scheduling policy fields given (the others stay as they are):
         ``guard_us``, ``max_ai_slice_us``, ``ai_share_cap`` (0..1), ``share_window_us``,
         ``lookahead_us``, ``tenants`` (``{"llm": {"weight": 2}}``, merged per tenant), and
-        ``name``, ``tdm_period_us``, ``tdm_radio_share``, ``fifo_depth``. The node
+        ``name``, ``tdm_period_us``, ``tdm_radio_share``, ``fifo_depth``, and the fault
+        response ``overrun_factor``, ``shed_hold_us`` (docs/reliability.md). The node
         validates the merged policy as a whole (:class:`E2Error` naming the field)."""
         fields = _policy_fields(
             name=name,
@@ -578,6 +585,8 @@ class _Cosched:
             tdm_radio_share=tdm_radio_share,
             fifo_depth=fifo_depth,
             tenants=tenants,
+            overrun_factor=overrun_factor,
+            shed_hold_us=shed_hold_us,
         )
         fn = self._c.function(COSCHED_OID)
         return self._c.control(
@@ -849,6 +858,8 @@ class _AsyncCosched:
         tdm_period_us: float | None = None,
         tdm_radio_share: float | None = None,
         fifo_depth: int | None = None,
+        overrun_factor: float | None = None,
+        shed_hold_us: float | None = None,
     ) -> ControlResult:
         """:meth:`E2Client.cosched.set_policy <_Cosched.set_policy>`, asynchronously."""
         fields = _policy_fields(
@@ -862,6 +873,8 @@ class _AsyncCosched:
             tdm_radio_share=tdm_radio_share,
             fifo_depth=fifo_depth,
             tenants=tenants,
+            overrun_factor=overrun_factor,
+            shed_hold_us=shed_hold_us,
         )
         fn = await self._c.function(COSCHED_OID)
         return await self._c.control(

@@ -78,7 +78,7 @@ SLACK_BUCKET_NS = 10_000
 #: ... up to this many buckets (the last one holds all larger slacks)
 SLACK_BUCKETS = 1000
 #: latency and decision-time samples kept per run (a uniform reservoir beyond this)
-SAMPLES_KEPT = 1 << 20
+SAMPLES_KEPT = 1 << 18
 #: detected faults kept (the oldest go first; counts by kind are kept whole)
 FAULTS_KEPT = 256
 
