@@ -590,8 +590,8 @@ class Node:
             stall = arb.stalled(now)
             if stall is not None:
                 self._seen_stall = cur[0]
-                source = "ai" if stall.startswith("AI") else "radio"
-                self._faults.append(Fault(source, f"watchdog: {stall}", now))
+                kind, what = stall
+                self._faults.append(Fault(ALARM_SOURCE[kind], f"watchdog: {what}", now))
         c = arb.counters()
         return Health(
             running=self.running,

@@ -101,24 +101,24 @@ def _proc_figures(pid: int) -> dict[str, float]:
 
 
 def _metrics(url: str) -> dict[str, float]:
+    """The node's counters of interest from its Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     want = {
-        "airan_radio_tasks_total": "tasks",
-        "airan_radio_deadline_misses_total": "misses",
-        "airan_ai_tokens_total": "ai_tokens",
+        "airan_radio_tasks": "tasks",
+        "airan_radio_deadline_misses": "misses",
+        "airan_ai_tokens": "ai_tokens",
         "airan_e2_subscriptions": "e2_subscriptions",
     }
-    out: dict[str, float] = {}
     try:
         text = urllib.request.urlopen(url, timeout=5).read().decode()
     except OSError:
-        return out
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        base = name.split("{", 1)[0]
-        if base in want:
-            out[want[base]] = out.get(want[base], 0.0) + float(value)
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        key = want.get(family.name)
+        if key is not None:
+            out[key] = sum(s.value for s in family.samples if not s.name.endswith("_created"))
     return out
 
 

@@ -5,7 +5,7 @@
 A live node in real time on a simulated device (the MAC schedules every slot, an AI
 tenant uses the slack) gets a fault plan (``airan.core.faults``): a radio slice that
 overruns its prediction five-fold, an AI slice that hangs for 150 ms, an AI job that
-raises, an executor error on a radio slice and an L2 that goes silent for 300 ms. An
+raises, an executor error on a radio slice and an L2 that goes silent for 600 ms. An
 O1 service watches it. The example prints each alarm as O1 raises it, then the run
 report's fault section: what was injected, what the arbiter detected, how long AI was
 shed and which misses were blamed on which fault. The same plan goes into
@@ -27,7 +27,7 @@ PLAN = {
         {"kind": "ai_hang", "at_s": 0.6, "hang_ms": 150.0},
         {"kind": "ai_raise", "at_s": 1.0},
         {"kind": "executor_error", "at_s": 1.3, "target": "radio"},
-        {"kind": "l2_silence", "at_s": 1.6, "duration_ms": 300.0},
+        {"kind": "l2_silence", "at_s": 1.6, "duration_ms": 600.0},
     ]
 }
 CONDITIONS = ("radioFault", "aiFault", "executorFault", "l2Silence", "deadlineMissRatio")

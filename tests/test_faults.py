@@ -341,6 +341,14 @@ def test_a_live_node_raises_an_alarm_for_each_fault() -> None:
     assert fired == {"radio_overrun", "ai_hang", "ai_raise", "executor_error", "l2_silence"}
 
 
+def test_an_injector_refuses_anything_but_a_fault_plan() -> None:
+    ex = SimExecutor(PROFILE)
+    with pytest.raises(FieldError, match="plan: must be a FaultPlan"):
+        FaultInjector({"faults": [{"kind": "ai_raise"}]}, ex)  # type: ignore[arg-type]
+    with pytest.raises(FieldError, match="plan: must be a FaultPlan"):
+        Node.simulated(seed=1).install_faults([{"kind": "ai_raise"}])  # type: ignore[arg-type]
+
+
 def test_faults_cannot_be_installed_while_running() -> None:
     node = Node.simulated(seed=1)
     node.start(0.5)

@@ -181,25 +181,21 @@ class FaultSchedule:
 
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
-        self.injections: list[Injection] = []
+        self.injections = [
+            Injection(i, k, spec.kind, t)
+            for i, spec in enumerate(plan.faults)
+            for k, t in enumerate(spec.times_ns())
+        ]
         self._pending: dict[FaultKind, list[Injection]] = {}
-        for i, spec in enumerate(plan.faults):
-            for k, t in enumerate(spec.times_ns()):
-                inj = Injection(i, k, spec.kind, t)
-                self.injections.append(inj)
-                self._pending.setdefault(spec.kind, []).append(inj)
-        for lst in self._pending.values():
-            lst.sort(key=lambda j: j.due_ns)
-        self.t0_ns = 0
+        self.start(0)
 
     def start(self, t0_ns: int) -> None:
         """A new run begins at ``t0_ns`` (clock of the caller); every fault is due again."""
         self.t0_ns = t0_ns
+        self._pending = {}
         for inj in self.injections:
             inj.fired_ns = -1
             inj.target = ""
-        self._pending = {}
-        for inj in self.injections:
             self._pending.setdefault(inj.kind, []).append(inj)
         for lst in self._pending.values():
             lst.sort(key=lambda j: j.due_ns)

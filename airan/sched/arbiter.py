@@ -433,8 +433,9 @@ class Arbiter:
         self.recorder: Recorder | None = None
         #: planted faults (tests, ``airan serve``): :meth:`install_faults`; or None
         self.injector: FaultInjector | None = None
-        #: the slice on the device now: (perf_counter_ns at issue, budget ns, what), or None
-        self.inflight: tuple[int, int, str] | None = None
+        #: the slice issued last and not yet complete: (perf_counter_ns at issue, its
+        #: prediction or budget in ns, its RanTask or AiJob), or None (the watchdog's view)
+        self.inflight: tuple[int, int, RanTask | AiJob] | None = None
         #: the fault detected in the current busy period of radio work, or None
         self._taint: FaultRecord | None = None
         self.set_policy(policy if policy is not None else Policy())
@@ -644,7 +645,7 @@ class Arbiter:
                 s, self.executor.clock.now_ns(), predicted,
                 f"{task.name}.{s.op} slot {task.slot} cell {task.cell}",
             )  # fmt: skip
-        self.inflight = (time.perf_counter_ns(), predicted, f"radio {task.name}.{s.op}")
+        self.inflight = (time.perf_counter_ns(), predicted, task)
         rec = self.recorder
         if rec is not None:
             now = self.executor.clock.now_ns()
@@ -657,7 +658,7 @@ class Arbiter:
                     "slot": task.slot,
                     "cell": task.cell,
                     "deadline_in_us": (task.deadline_ns - now) / 1000.0,
-                    "predicted_us": self.estimator.predict(s) / 1000.0,
+                    "predicted_us": predicted / 1000.0,
                 },
             )
         self.executor.submit(s, stream, task)
@@ -673,16 +674,28 @@ class Arbiter:
                 return True
             ready.pop()
             del self.tasks[tid]
-            fid = self._blame()
-            if self.recorder is not None:
-                self.recorder.miss(now, tid, task.name, task.slot, task.cell, deadline, True, fid)
-            self.slack_hist[0] += 1
-            self.misses += 1
-            self.dropped += 1
-            self.tasks_ended += 1
-        if self._taint is not None and not self.radio_inflight:
-            self._taint = None  # the busy period has ended
+            self._count_lost(task, now)
+        self._check_busy_period_end()
         return False
+
+    def _count_lost(self, task: RanTask, t: int) -> None:
+        """Count a radio task that will never complete (dropped as late, or its slice
+        failed): a miss, blamed on the fault of the busy period if any."""
+        fid = self._blame()
+        if self.recorder is not None:
+            self.recorder.miss(
+                t, task.task_id, task.name, task.slot, task.cell, task.deadline_ns, True, fid
+            )
+        self.slack_hist[0] += 1
+        self.misses += 1
+        self.dropped += 1
+        self.tasks_ended += 1
+
+    def _check_busy_period_end(self) -> None:
+        """The radio is idle (nothing released pending, nothing on the device): the busy
+        period ends, and with it the blame of its fault."""
+        if self._taint is not None and not self.radio_inflight and not self.ready:
+            self._taint = None
 
     def pick_ai(self, now: int) -> tuple[AiJob, int] | None:
         """The AI job to serve next, with its slice's budget (prediction plus guard).
@@ -759,7 +772,7 @@ class Arbiter:
             s = self.injector.ai_slice(
                 s, self.executor.clock.now_ns(), job.tenant, f"{s.op} (tenant {job.tenant})"
             )
-        self.inflight = (time.perf_counter_ns(), budget_ns, f"AI tenant {job.tenant}")
+        self.inflight = (time.perf_counter_ns(), budget_ns, job)
         self.ai_inflight += 1
         rec = self.recorder
         if rec is not None:
@@ -876,18 +889,23 @@ class Arbiter:
         self.misses_blamed += 1
         return f.fault_id
 
-    def stalled(self, now_perf_ns: int) -> str | None:
-        """What is on the device if it has run past ``overrun_factor`` times its
-        prediction (radio) or budget (AI), else ``None``: the watchdog's question, safe to
-        ask from any thread while the loop waits on a hung slice."""
+    def stalled(self, now_perf_ns: int) -> tuple[FaultKind, str] | None:
+        """The slice on the device if it has run past ``overrun_factor`` times its
+        prediction (radio) or budget (AI) and 1 ms: its fault kind and what it is; else
+        ``None``. The watchdog's question, safe to ask from any thread while the loop
+        waits on a hung slice."""
         cur = self.inflight
         if cur is None:
             return None
-        t0, budget, what = cur
+        t0, budget, tag = cur
         ran = now_perf_ns - t0
-        if ran > self.overrun_factor * max(budget, 1) and ran > 1_000_000:
-            return f"{what} has run {ran / 1e6:.1f} ms (predicted {budget / 1e3:.0f} us)"
-        return None
+        if ran <= self.overrun_factor * max(budget, 1) or ran <= 1_000_000:
+            return None
+        if isinstance(tag, AiJob):
+            kind, what = FaultKind.AI_HANG, f"AI tenant {tag.tenant}"
+        else:
+            kind, what = FaultKind.RADIO_OVERRUN, f"radio {tag.name} slot {tag.slot}"
+        return kind, f"{what} has run {ran / 1e6:.1f} ms (predicted {budget / 1e3:.0f} us)"
 
     def _complete(self, c: Completion) -> None:
         tag, _stream, start, end = c
@@ -941,8 +959,7 @@ class Arbiter:
             self.tasks_ended += 1
             del self.tasks[task.task_id]
             self.strategy.on_radio_finished(task)
-            if self._taint is not None and not self.radio_inflight and not self.ready:
-                self._taint = None  # the busy period has ended
+            self._check_busy_period_end()
         else:
             job, s, budget = tag
             self.ai_inflight -= 1
@@ -958,8 +975,7 @@ class Arbiter:
                     f"AI slice {s.op} of tenant {job.tenant} ran {dur / 1e3:.0f} us, "
                     f"{dur / max(budget, 1):.1f}x its budget ({budget / 1e3:.0f} us)",
                 )
-                if not self.radio_inflight and not self.ready:
-                    self._taint = None  # no radio work waited on it
+                self._check_busy_period_end()  # no radio work waited on it
             self.ai_busy_ns += dur
             self.ai_slices += 1
             self.ai_tokens += s.tokens
@@ -989,19 +1005,10 @@ class Arbiter:
             f"{task.cell}: {type(err).__name__}: {err}",
         )
         task.completed_ns = end
-        self.misses += 1
-        self.dropped += 1
-        self.slack_hist[0] += 1
-        fid = self._blame()
-        if self.recorder is not None:
-            self.recorder.miss(
-                end, task.task_id, task.name, task.slot, task.cell, task.deadline_ns, True, fid
-            )
-        self.tasks_ended += 1
+        self._count_lost(task, end)
         del self.tasks[task.task_id]
         self.strategy.on_radio_finished(task)
-        if not self.radio_inflight and not self.ready:
-            self._taint = None
+        self._check_busy_period_end()
 
     def _ai_failed(self, job: AiJob, s: Slice, failed: Failed, start: int, end: int) -> None:
         """The executor failed an AI slice: its job ends (isolated, reported in
@@ -1014,8 +1021,7 @@ class Arbiter:
             f"AI slice {s.op} of tenant {job.tenant}: {type(err).__name__}: {err}",
         )
         job.fail(f"its slice {s.op} failed on the device: {type(err).__name__}: {err}")
-        if not self.radio_inflight and not self.ready:
-            self._taint = None
+        self._check_busy_period_end()
 
     def run(self, radio: Iterable[RanTask | int], duration_ns: int) -> None:
         """Run radio tasks (in release order, times on the executor's clock) and the AI

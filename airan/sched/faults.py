@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from airan.core.errors import FieldError
 from airan.core.faults import FaultKind, FaultPlan, FaultSchedule
 from airan.core.slices import AiJob, Slice
 from airan.sched.executors import Executor, InjectedWork, host_spin
@@ -75,7 +76,9 @@ class FaultInjector:
 
     def __init__(self, plan: FaultPlan, executor: Executor) -> None:
         if not isinstance(plan, FaultPlan):
-            plan = FaultPlan.parse({"faults": plan} if isinstance(plan, list) else plan)
+            raise FieldError(
+                "plan", f"must be a FaultPlan (FaultPlan.parse checks a dict), got {plan!r}"
+            )
         self.plan = plan
         self.schedule = FaultSchedule(plan)
         self.clock = executor.clock
